@@ -1,0 +1,88 @@
+"""The contract between ``ml_lifecycle`` (which registers models) and ``app`` (which serves them).
+
+A served model is one *version* of a *registered model* in the MLflow registry, found by the
+alias ``champion``. Everything needed to predict from raw bars travels with that version as
+artifacts of the logged MLflow model, so one URI, ``models:/<name>@champion``, is enough:
+
+* ``artifacts/metadata.json`` (:data:`METADATA_ARTIFACT`): a :class:`ModelMetadata` document;
+* ``artifacts/model.onnx`` (:data:`ONNX_ARTIFACT`): the network in ONNX form, input
+  ``(batch, lookback, n_features)`` float32 (already scaled), output ``(batch, 1)`` float32
+  (the scaled target);
+* ``artifacts/model.keras``: the same network for Keras.
+
+This module is deliberately free of TensorFlow, pandas and MLflow imports.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from pydantic import BaseModel, Field
+
+#: Every registered model is named ``stock-lstm-<TICKER>``; characters outside
+#: ``[A-Za-z0-9._-]`` (``^`` and ``=``) become ``_``. ``PETR4.SA`` -> ``stock-lstm-PETR4.SA``,
+#: ``^BVSP`` -> ``stock-lstm-_BVSP``.
+REGISTERED_MODEL_PREFIX = "stock-lstm-"
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+
+#: Paths of the artifacts inside the logged MLflow model directory.
+METADATA_ARTIFACT = "artifacts/metadata.json"
+ONNX_ARTIFACT = "artifacts/model.onnx"
+KERAS_ARTIFACT = "artifacts/model.keras"
+
+#: Model-version tag holding the ticker, so the registry can be searched by ticker.
+TICKER_TAG = "ticker"
+#: Prefix of the model-version tags holding test-window metrics (``metric.mase`` ...).
+METRIC_TAG_PREFIX = "metric."
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def registered_model_name(ticker: str) -> str:
+    """The registered model name for a (normalized) ticker, e.g. ``stock-lstm-PETR4.SA``."""
+    return REGISTERED_MODEL_PREFIX + _UNSAFE.sub("_", ticker)
+
+
+def champion_uri(ticker: str) -> str:
+    """``models:/stock-lstm-<TICKER>@champion``: the one URI needed to serve a ticker."""
+    return f"models:/{registered_model_name(ticker)}@{CHAMPION_ALIAS}"
+
+
+class ScalerParams(BaseModel):
+    """Standard-scaler parameters, fit on the training split only: ``x_scaled = (x - mean) / scale``."""
+
+    mean: list[float]
+    scale: list[float]
+
+
+class ModelMetadata(BaseModel):
+    """What a server needs, besides the network, to predict from raw bars.
+
+    Attributes:
+        ticker: the ticker the model was trained on.
+        lookback: bars per input window.
+        features: feature names, in column order, as computed by
+            :func:`data_pipeline.processing.features.compute_features`.
+        target: what the network predicts; ``"log_return"`` means
+            ``log(close[t+1] / close[t])`` for the last bar ``t`` of the window.
+        feature_scaler: per-feature scaler (length ``n_features``).
+        target_scaler: scaler of the target (length 1).
+        last_train_date: the last bar date used for fitting (train split end).
+        last_bar_date: the last bar date the model saw at all (test split end).
+        currency: listing currency of the prices, when known.
+        metrics: test-window metrics of the model (``mae``, ``rmse``, ``mape``, ``mase``,
+            ``r2``, ``directional_accuracy``) and of the naive baseline (``naive_mae`` ...).
+    """
+
+    ticker: str
+    lookback: int = Field(gt=0)
+    features: list[str]
+    target: str = "log_return"
+    feature_scaler: ScalerParams
+    target_scaler: ScalerParams
+    last_train_date: date
+    last_bar_date: date
+    currency: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)

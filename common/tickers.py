@@ -1,0 +1,40 @@
+"""Ticker symbols in Yahoo Finance's syntax."""
+
+from __future__ import annotations
+
+import re
+
+#: Letters, digits and the punctuation Yahoo uses: ``.`` (exchange suffix, ``PETR4.SA``),
+#: ``-`` (share classes, ``BRK-B``), ``^`` (indices, ``^BVSP``) and ``=`` (FX and futures,
+#: ``BRL=X``, ``CL=F``). At most 20 characters.
+TICKER_PATTERN = r"^[A-Za-z0-9.\-\^=]{1,20}$"
+_TICKER_RE = re.compile(TICKER_PATTERN)
+
+
+class InvalidTickerError(ValueError):
+    """A symbol that is not valid Yahoo Finance syntax."""
+
+    def __init__(self, ticker: str) -> None:
+        self.ticker = ticker
+        super().__init__(
+            f"invalid ticker {ticker!r}: use 1-20 letters, digits or . - ^ = (e.g. PETR4.SA, AAPL)"
+        )
+
+
+def normalize_ticker(ticker: str) -> str:
+    """Validate a ticker symbol and return it upper-cased.
+
+    Args:
+        ticker: a symbol such as ``"petr4.sa"`` or ``"AAPL"``.
+
+    Returns:
+        The symbol upper-cased (``"PETR4.SA"``).
+
+    Raises:
+        InvalidTickerError: when the symbol has characters Yahoo does not use, is empty or
+            is longer than 20 characters.
+    """
+    candidate = ticker.strip()
+    if not _TICKER_RE.fullmatch(candidate):
+        raise InvalidTickerError(ticker)
+    return candidate.upper()

@@ -1,0 +1,1 @@
+"""Validation, cleaning and feature computation for daily OHLCV bars (pure functions)."""

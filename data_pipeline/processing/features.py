@@ -1,0 +1,140 @@
+"""The model's feature set and windowing, shared by training and serving.
+
+Pure numpy, no pandas: the API imports this module on its request path.
+
+Every feature of a window is computed from the bars *inside* that window only, so a client
+that sends exactly ``lookback`` closes gives the server everything it needs, and no window
+ever sees a bar after its last one. Prices may be in any currency: every feature is a log
+ratio and therefore unit-free.
+
+Features (name: formula, for bar ``t`` of a window whose last bar is ``T``):
+
+* ``rel_log_close``: ``log(close[t] / close[T])``, the path of the close relative to the
+  last close (0 at ``t = T``). Needs only closes.
+* ``hl_range``: ``log(high[t] / low[t])``, the bar's range (a volatility proxy, Parkinson 1980).
+* ``oc_return``: ``log(close[t] / open[t])``, the intraday return.
+
+The target is the next log return ``log(close[T+1] / close[T])``; a predicted close is
+``close[T] * exp(predicted log return)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Which OHLCV columns each feature reads.
+FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "rel_log_close": ("close",),
+    "hl_range": ("high", "low"),
+    "oc_return": ("open", "close"),
+}
+DEFAULT_FEATURES: tuple[str, ...] = ("rel_log_close",)
+CLOSE_ONLY_FEATURES = frozenset({"rel_log_close"})
+
+
+class UnknownFeatureError(ValueError):
+    """A feature name that :data:`FEATURE_COLUMNS` does not define."""
+
+
+def check_features(features: Sequence[str]) -> None:
+    """Raise :class:`UnknownFeatureError` unless every name is a known feature."""
+    unknown = [f for f in features if f not in FEATURE_COLUMNS]
+    if unknown or not features:
+        raise UnknownFeatureError(
+            f"unknown or empty feature set {list(features)}; known: {sorted(FEATURE_COLUMNS)}"
+        )
+
+
+def required_columns(features: Sequence[str]) -> list[str]:
+    """The OHLCV columns needed to compute ``features`` (e.g. ``["close"]``)."""
+    check_features(features)
+    return sorted({c for f in features for c in FEATURE_COLUMNS[f]})
+
+
+def log_returns(close: npt.ArrayLike) -> FloatArray:
+    """Log returns ``log(close[t] / close[t-1])``, shape ``(n - 1,)`` for ``n`` closes."""
+    c = np.asarray(close, dtype=np.float64)
+    return np.diff(np.log(c))
+
+
+def _windows(values: FloatArray, lookback: int) -> FloatArray:
+    return np.lib.stride_tricks.sliding_window_view(values, lookback)
+
+
+def window_features(
+    bars: Mapping[str, npt.ArrayLike], lookback: int, features: Sequence[str]
+) -> FloatArray:
+    """Feature tensor of every window of ``lookback`` consecutive bars.
+
+    Args:
+        bars: OHLCV arrays keyed ``open``/``high``/``low``/``close``/``volume``, each of
+            shape ``(n_bars,)``, in chronological order; only :func:`required_columns` are read.
+        lookback: bars per window (>= 2).
+        features: feature names, see the module docstring.
+
+    Returns:
+        Array of shape ``(n_bars - lookback + 1, lookback, n_features)``; window ``i`` covers
+        bars ``i .. i + lookback - 1``.
+
+    Raises:
+        UnknownFeatureError: for a feature name that is not defined.
+        ValueError: if ``lookback < 2`` or there are fewer than ``lookback`` bars.
+    """
+    check_features(features)
+    if lookback < 2:
+        raise ValueError(f"lookback must be >= 2, got {lookback}")
+    cols = {c: np.asarray(bars[c], dtype=np.float64) for c in required_columns(features)}
+    n_bars = len(next(iter(cols.values())))
+    if n_bars < lookback:
+        raise ValueError(f"need at least lookback={lookback} bars, got {n_bars}")
+    out = np.empty((n_bars - lookback + 1, lookback, len(features)), dtype=np.float64)
+    for j, name in enumerate(features):
+        if name == "rel_log_close":
+            w = _windows(np.log(cols["close"]), lookback)
+            out[:, :, j] = w - w[:, -1:]
+        elif name == "hl_range":
+            out[:, :, j] = _windows(np.log(cols["high"] / cols["low"]), lookback)
+        elif name == "oc_return":
+            out[:, :, j] = _windows(np.log(cols["close"] / cols["open"]), lookback)
+    return out
+
+
+def make_supervised(
+    bars: Mapping[str, npt.ArrayLike], lookback: int, features: Sequence[str]
+) -> tuple[FloatArray, FloatArray]:
+    """Windows with their next-bar targets, for training and evaluation.
+
+    Args:
+        bars: OHLCV arrays of shape ``(n_bars,)``, chronological.
+        lookback: bars per window.
+        features: feature names.
+
+    Returns:
+        ``(X, y)``: ``X`` of shape ``(n_bars - lookback, lookback, n_features)`` and ``y`` of
+        shape ``(n_bars - lookback,)`` with ``y[i] = log(close[i+lookback] / close[i+lookback-1])``,
+        the log return of the bar right after window ``i``.
+
+    Raises:
+        ValueError: if there are fewer than ``lookback + 1`` bars.
+    """
+    close = np.asarray(bars["close"], dtype=np.float64)
+    if len(close) < lookback + 1:
+        raise ValueError(f"need at least lookback + 1 = {lookback + 1} bars, got {len(close)}")
+    x = window_features(bars, lookback, features)[:-1]
+    y = log_returns(close)[lookback - 1 :]
+    return x, y
+
+
+def scale(values: npt.ArrayLike, mean: npt.ArrayLike, std: npt.ArrayLike) -> FloatArray:
+    """Standard scaling ``(values - mean) / std``, broadcasting over the last axis."""
+    return (np.asarray(values, dtype=np.float64) - np.asarray(mean)) / np.asarray(std)
+
+
+def unscale(values: npt.ArrayLike, mean: npt.ArrayLike, std: npt.ArrayLike) -> FloatArray:
+    """Inverse of :func:`scale`: ``values * std + mean``."""
+    return np.asarray(values, dtype=np.float64) * np.asarray(std) + np.asarray(mean)

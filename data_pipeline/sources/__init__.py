@@ -1,0 +1,1 @@
+"""Where bars come from: Yahoo Finance (yfinance) or a CSV snapshot."""

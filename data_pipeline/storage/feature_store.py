@@ -1,0 +1,267 @@
+"""The price store: the ``price_bar`` table, its bulk upsert and its read functions.
+
+One row per (ticker, trading date). Prices are split/dividend adjusted (Yahoo's
+``auto_adjust=True``), so ``close`` is the adjusted close, in the listing currency.
+
+Read functions return :class:`Bars`, plain numpy arrays, so that the API can read a
+lookback window without pandas; :meth:`Bars.to_frame` gives a DataFrame when wanted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    Double,
+    String,
+    and_,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from common.db import Base
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class PriceBar(Base):
+    """A daily OHLCV bar of one ticker."""
+
+    __tablename__ = "price_bar"
+
+    ticker: Mapped[str] = mapped_column(String(20), primary_key=True)
+    date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    open: Mapped[float] = mapped_column(Double)
+    high: Mapped[float] = mapped_column(Double)
+    low: Mapped[float] = mapped_column(Double)
+    close: Mapped[float] = mapped_column(Double, comment="adjusted close, listing currency")
+    volume: Mapped[int] = mapped_column(BigInteger, comment="shares")
+    currency: Mapped[str | None] = mapped_column(String(3))
+    exchange: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16), comment="yahoo or snapshot")
+    ingested_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "currency", "exchange")
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """Row counts of one upsert: new rows, changed rows, and rows already identical."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+@dataclass(frozen=True)
+class Bars:
+    """Chronological bars of one ticker as numpy arrays of shape ``(n_bars,)``."""
+
+    ticker: str
+    dates: npt.NDArray[np.object_]
+    open: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+    volume: npt.NDArray[np.int64]
+    currency: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+    def as_mapping(self) -> dict[str, npt.NDArray[Any]]:
+        """``{"open": ..., "high": ..., "low": ..., "close": ..., "volume": ...}``."""
+        return {
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """A DataFrame with columns ``date, open, high, low, close, volume``."""
+        import pandas as pd  # noqa: PLC0415 - optional at import time (API path)
+
+        return pd.DataFrame({"date": self.dates, **self.as_mapping()})
+
+
+def _insert_for(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"upsert is implemented for postgresql and sqlite, not {dialect}")
+
+
+def upsert_bars(
+    session: Session,
+    *,
+    ticker: str,
+    rows: Iterable[Mapping[str, Any]],
+    source: str,
+    currency: str | None = None,
+    exchange: str | None = None,
+) -> UpsertResult:
+    """Insert new bars and update revised ones, in bulk; identical bars are left alone.
+
+    Two statements whatever the number of rows: one ``SELECT`` of the keys already stored
+    in the rows' date range, and one multi-row ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
+    <any value differs>``. Running the same upsert twice therefore changes nothing (and
+    ``ingested_at`` of unchanged rows keeps its value). Flushes, never commits.
+
+    Args:
+        session: an open session; the caller owns the transaction.
+        ticker: normalized ticker.
+        rows: mappings with ``date`` (:class:`datetime.date`), ``open``, ``high``, ``low``,
+            ``close`` (listing currency) and ``volume`` (shares).
+        source: where the bars came from (``yahoo``, ``snapshot``).
+        currency: ISO 4217 code, when known.
+        exchange: exchange name, when known.
+
+    Returns:
+        :class:`UpsertResult` with the number of inserted, updated and unchanged rows.
+    """
+    records = [
+        {
+            "ticker": ticker,
+            "date": r["date"],
+            "open": float(r["open"]),
+            "high": float(r["high"]),
+            "low": float(r["low"]),
+            "close": float(r["close"]),
+            "volume": int(r["volume"]),
+            "currency": currency,
+            "exchange": exchange,
+            "source": source,
+        }
+        for r in rows
+    ]
+    if not records:
+        return UpsertResult(0, 0, 0)
+    first = min(r["date"] for r in records)
+    last = max(r["date"] for r in records)
+    existing = set(
+        session.scalars(
+            select(PriceBar.date).where(
+                PriceBar.ticker == ticker, PriceBar.date.between(first, last)
+            )
+        )
+    )
+    insert = _insert_for(session)
+    stmt = insert(PriceBar)
+    table = PriceBar.__table__
+    changed = or_(*(table.c[c].is_distinct_from(stmt.excluded[c]) for c in _VALUE_COLUMNS))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.ticker, table.c.date],
+        set_={
+            **{c: stmt.excluded[c] for c in (*_VALUE_COLUMNS, "source")},
+            "ingested_at": func.now(),
+        },
+        where=changed,
+    ).returning(table.c.date)
+    written = set(session.scalars(stmt, records))
+    session.flush()
+    inserted = len(written - existing)
+    updated = len(written & existing)
+    return UpsertResult(inserted, updated, len(records) - inserted - updated)
+
+
+def _to_bars(ticker: str, rows: list[Any]) -> Bars:
+    return Bars(
+        ticker=ticker,
+        dates=np.array([r.date for r in rows], dtype=object),
+        open=np.array([r.open for r in rows], dtype=np.float64),
+        high=np.array([r.high for r in rows], dtype=np.float64),
+        low=np.array([r.low for r in rows], dtype=np.float64),
+        close=np.array([r.close for r in rows], dtype=np.float64),
+        volume=np.array([r.volume for r in rows], dtype=np.int64),
+        currency=rows[-1].currency if rows else None,
+    )
+
+
+_BAR_COLUMNS = (
+    PriceBar.date,
+    PriceBar.open,
+    PriceBar.high,
+    PriceBar.low,
+    PriceBar.close,
+    PriceBar.volume,
+    PriceBar.currency,
+)
+
+
+def read_last_bars(session: Session, *, ticker: str, n: int) -> Bars:
+    """The last ``n`` bars of ``ticker`` (fewer if fewer are stored), oldest first.
+
+    One indexed query on the primary key ``(ticker, date)``.
+    """
+    rows = session.execute(
+        select(*_BAR_COLUMNS)
+        .where(PriceBar.ticker == ticker)
+        .order_by(PriceBar.date.desc())
+        .limit(n)
+    ).all()
+    return _to_bars(ticker, rows[::-1])
+
+
+def read_bars(
+    session: Session,
+    *,
+    ticker: str,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> Bars:
+    """Bars of ``ticker`` with ``start <= date <= end`` (either bound optional), oldest first."""
+    conditions = [PriceBar.ticker == ticker]
+    if start is not None:
+        conditions.append(PriceBar.date >= start)
+    if end is not None:
+        conditions.append(PriceBar.date <= end)
+    rows = session.execute(
+        select(*_BAR_COLUMNS).where(and_(*conditions)).order_by(PriceBar.date)
+    ).all()
+    return _to_bars(ticker, rows)
+
+
+def last_bar_date(session: Session, *, ticker: str) -> dt.date | None:
+    """Date of the newest stored bar of ``ticker``, or None when it has none."""
+    return session.scalar(select(func.max(PriceBar.date)).where(PriceBar.ticker == ticker))
+
+
+@dataclass(frozen=True)
+class TickerCoverage:
+    """What the store holds for one ticker."""
+
+    ticker: str
+    first_date: dt.date
+    last_date: dt.date
+    n_bars: int
+
+
+def list_tickers(session: Session) -> list[TickerCoverage]:
+    """Every stored ticker with its first and last bar date and bar count, by ticker."""
+    rows = session.execute(
+        select(
+            PriceBar.ticker, func.min(PriceBar.date), func.max(PriceBar.date), func.count()
+        )
+        .group_by(PriceBar.ticker)
+        .order_by(PriceBar.ticker)
+    ).all()
+    return [TickerCoverage(t, first, last, int(n)) for t, first, last, n in rows]
