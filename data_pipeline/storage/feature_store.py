@@ -165,7 +165,7 @@ def upsert_bars(
         )
     )
     insert = _insert_for(session)
-    stmt = insert(PriceBar)
+    stmt = insert(PriceBar.__table__)
     table = PriceBar.__table__
     changed = or_(*(table.c[c].is_distinct_from(stmt.excluded[c]) for c in _VALUE_COLUMNS))
     stmt = stmt.on_conflict_do_update(
