@@ -192,13 +192,20 @@ def run_on_schedule(job: Callable[[], int], *, cron: str, once: bool, name: str)
         logger.info("%s: next run at %s", name, _format(next_fire_time(trigger)))
 
     scheduler.add_job(scheduled_run, trigger, id=name, name=name)
-    logger.info(
-        "%s: scheduled with cron %r; next run at %s", name, cron, _format(next_fire_time(trigger))
-    )
-    restore = _stop_on_signals(scheduler, name=name)
+    restore = _stop_on_signals(name=name)
     try:
+        logger.info(
+            "%s: scheduled with cron %r; next run at %s",
+            name,
+            cron,
+            _format(next_fire_time(trigger)),
+        )
         scheduler.start()
+    except _StopRequestedError:
+        pass
     finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=True)  # a run in progress is finished first
         restore()
     logger.info("%s: scheduler stopped", name)
     return 0
@@ -208,21 +215,30 @@ def _format(moment: dt.datetime | None) -> str:
     return moment.isoformat() if moment is not None else "never"
 
 
-def _stop_on_signals(scheduler: BlockingScheduler, *, name: str) -> Callable[[], None]:
-    """Make SIGTERM/SIGINT stop ``scheduler``; returns a function restoring the old handlers."""
+class _StopRequestedError(Exception):
+    """Raised in the main thread by the SIGTERM/SIGINT handler to leave the scheduler loop."""
+
+
+def _stop_on_signals(*, name: str) -> Callable[[], None]:
+    """Make the first SIGTERM/SIGINT stop the scheduler loop; a second one acts as usual.
+
+    Returns:
+        A function restoring the previous handlers (a no-op outside the main thread, where
+        Python cannot install signal handlers).
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        logger.info("%s: received %s, stopping", name, signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
-
     previous: dict[int, Any] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, handler)
 
     def restore() -> None:
         for signum, old in previous.items():
             signal.signal(signum, old)
 
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        restore()
+        logger.info("%s: received %s, stopping", name, signal.Signals(signum).name)
+        raise _StopRequestedError
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, handler)
     return restore
