@@ -1,4 +1,4 @@
-"""Command line of the data pipeline: ``python -m data_pipeline ingest|coverage``.
+"""Command line of the data pipeline: ``python -m data_pipeline ingest|coverage|schedule``.
 
 Progress goes to stderr as log lines (one per ticker); the JSON summary goes to stdout.
 Exit codes: 0 every ticker succeeded, 1 at least one failed, 2 bad usage, 3 database down.
@@ -36,34 +36,80 @@ def _iso_date(text: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (sub-commands ``ingest`` and ``coverage``)."""
+    """The argument parser (sub-commands ``ingest``, ``coverage`` and ``schedule``)."""
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m data_pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     ingest = sub.add_parser("ingest", help="fetch, validate and store daily bars")
     ingest.add_argument(
-        "--tickers", nargs="+", default=settings.tickers, metavar="TICKER",
+        "--tickers",
+        nargs="+",
+        default=settings.tickers,
+        metavar="TICKER",
         help=f"Yahoo symbols (default: {' '.join(settings.tickers)})",
     )
     ingest.add_argument(
-        "--source", choices=["yahoo", "snapshot", "auto"], default="yahoo",
+        "--source",
+        choices=["yahoo", "snapshot", "auto"],
+        default="yahoo",
         help="yahoo, the CSV snapshot, or auto (Yahoo, falling back to the snapshot "
         "when Yahoo cannot be reached). Default: yahoo",
     )
     ingest.add_argument(
-        "--snapshot-dir", type=Path, default=settings.snapshot_dir,
+        "--snapshot-dir",
+        type=Path,
+        default=settings.snapshot_dir,
         help="folder of <TICKER>.csv files (default: the shipped snapshot)",
     )
     ingest.add_argument(
-        "--start", type=_iso_date, default=None,
+        "--start",
+        type=_iso_date,
+        default=None,
         help="fetch from this date, YYYY-MM-DD (default: incremental from the last stored bar)",
     )
     ingest.add_argument(
         "--no-findings", action="store_true", help="leave the per-bar findings out of the JSON"
     )
     sub.add_parser("coverage", help="print what the store holds per ticker, as JSON")
+    schedule = sub.add_parser(
+        "schedule",
+        help="ingest the default tickers at every PIPELINE_SCHEDULE_CRON fire time, or --once",
+    )
+    schedule.add_argument(
+        "--once",
+        action="store_true",
+        help="run one ingest now and exit with its status (host crontab, Kubernetes CronJob)",
+    )
+    schedule.add_argument(
+        "--source",
+        choices=["yahoo", "snapshot", "auto"],
+        default="yahoo",
+        help="where the scheduled ingest fetches bars (default: yahoo)",
+    )
     return parser
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    """``schedule [--once]``: the ingest of the default tickers on the configured cron."""
+    from common.scheduling import run_on_schedule  # noqa: PLC0415 - only this command needs it
+
+    settings = get_settings()
+    ingest_args = argparse.Namespace(
+        command="ingest",
+        tickers=settings.tickers,
+        source=args.source,
+        snapshot_dir=settings.snapshot_dir,
+        start=None,
+        no_findings=True,
+    )
+    try:
+        return run_on_schedule(
+            lambda: _run(ingest_args), cron=settings.schedule_cron, once=args.once, name="ingest"
+        )
+    except ValueError as exc:
+        print(f"error: PIPELINE_SCHEDULE_CRON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -77,11 +123,20 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "coverage":
             with session_factory() as session:
                 rows = feature_store.list_tickers(session)
-            print(json.dumps([
-                {"ticker": r.ticker, "first_date": r.first_date.isoformat(),
-                 "last_date": r.last_date.isoformat(), "n_bars": r.n_bars}
-                for r in rows
-            ], indent=2))
+            print(
+                json.dumps(
+                    [
+                        {
+                            "ticker": r.ticker,
+                            "first_date": r.first_date.isoformat(),
+                            "last_date": r.last_date.isoformat(),
+                            "n_bars": r.n_bars,
+                        }
+                        for r in rows
+                    ],
+                    indent=2,
+                )
+            )
             return EXIT_OK
         sources: dict[str, BarSource] = {
             "snapshot": SnapshotSource(args.snapshot_dir),
@@ -93,7 +148,9 @@ def _run(args: argparse.Namespace) -> int:
         }
         logger.info(
             "ingesting %d ticker(s) from %s into %s",
-            len(args.tickers), args.source, redact_url(settings.database_url),
+            len(args.tickers),
+            args.source,
+            redact_url(settings.database_url),
         )
         summary = run_ingest(
             session_factory=session_factory,
@@ -117,8 +174,11 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps(summary.to_dict(with_findings=not args.no_findings), indent=2))
     failed = [t.ticker for t in summary.tickers if not t.ok]
     logger.info(
-        "done in %.2f s: %d ok, %d failed%s", summary.seconds, len(summary.tickers) - len(failed),
-        len(failed), f" ({', '.join(failed)})" if failed else "",
+        "done in %.2f s: %d ok, %d failed%s",
+        summary.seconds,
+        len(summary.tickers) - len(failed),
+        len(failed),
+        f" ({', '.join(failed)})" if failed else "",
     )
     return EXIT_OK if summary.ok else EXIT_TICKER_FAILED
 
@@ -127,4 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     configure_logging(get_settings().log_level)
+    if args.command == "schedule":
+        return _schedule(args)
     return _run(args)
