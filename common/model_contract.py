@@ -51,7 +51,10 @@ def champion_uri(ticker: str) -> str:
 
 
 class ScalerParams(BaseModel):
-    """Standard-scaler parameters, fit on the training split only: ``x_scaled = (x - mean) / scale``."""
+    """Standard-scaler parameters, fit on the training split only.
+
+    ``x_scaled = (x - mean) / scale``, per feature.
+    """
 
     mean: list[float]
     scale: list[float]

@@ -91,7 +91,9 @@ def ingest_ticker(
         if last is not None:
             start = last - dt.timedelta(days=overlap_days)
     raw = source.fetch(ticker, start=start)
-    result = clean_bars(raw.frame, ticker=ticker, location=raw.location, line_offset=raw.line_offset)
+    result = clean_bars(
+        raw.frame, ticker=ticker, location=raw.location, line_offset=raw.line_offset
+    )
     for finding in result.findings:
         logger.debug("%s", finding)
     if result.findings:
@@ -100,13 +102,17 @@ def ingest_ticker(
     upsert = feature_store.upsert_bars(
         session,
         ticker=ticker,
-        rows=result.bars.to_dict("records"),
+        rows=result.bars.to_dict("records"),  # type: ignore[arg-type]
         source=raw.source,
         currency=raw.currency,
         exchange=raw.exchange,
     )
     report.fetched = len(raw.frame)
-    report.inserted, report.updated, report.unchanged = upsert.inserted, upsert.updated, upsert.unchanged
+    report.inserted, report.updated, report.unchanged = (
+        upsert.inserted,
+        upsert.updated,
+        upsert.unchanged,
+    )
     report.rejected = sum(1 for f in result.findings if f.severity is Severity.REJECTED)
     report.warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
     report.findings = [f.to_dict() for f in result.findings]
@@ -188,9 +194,18 @@ def run_ingest(
         reports.append(report)
         if report.ok:
             logger.info(
-                "[%d/%d] %s from %s: %d fetched, %d inserted, %d updated, %d rejected, %d warnings (%.2f s)",
-                position, len(tickers), ticker, report.source, report.fetched, report.inserted,
-                report.updated, report.rejected, report.warnings, report.seconds,
+                "[%d/%d] %s from %s: %d fetched, %d inserted, %d updated, %d rejected, "
+                "%d warnings (%.2f s)",
+                position,
+                len(tickers),
+                ticker,
+                report.source,
+                report.fetched,
+                report.inserted,
+                report.updated,
+                report.rejected,
+                report.warnings,
+                report.seconds,
             )
         else:
             logger.error("[%d/%d] %s failed: %s", position, len(tickers), ticker, report.error)

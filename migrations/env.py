@@ -7,6 +7,8 @@ open connection), the ``sqlalchemy.url`` main option when set programmatically, 
 
 from __future__ import annotations
 
+import contextlib
+
 from alembic import context
 from sqlalchemy import Connection
 
@@ -14,10 +16,8 @@ import data_pipeline.storage.feature_store  # noqa: F401 - registers price_bar
 from common.db import Base, create_db_engine
 from common.settings import LayerSettings
 
-try:  # the app's tables; absent only in an install without the app package
+with contextlib.suppress(ImportError):  # the app's tables (absent only without the app package)
     import app.models  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 config = context.config
 target_metadata = Base.metadata

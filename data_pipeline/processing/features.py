@@ -132,9 +132,11 @@ def make_supervised(
 
 def scale(values: npt.ArrayLike, mean: npt.ArrayLike, std: npt.ArrayLike) -> FloatArray:
     """Standard scaling ``(values - mean) / std``, broadcasting over the last axis."""
-    return (np.asarray(values, dtype=np.float64) - np.asarray(mean)) / np.asarray(std)
+    out: FloatArray = (np.asarray(values, dtype=np.float64) - np.asarray(mean)) / np.asarray(std)
+    return out
 
 
 def unscale(values: npt.ArrayLike, mean: npt.ArrayLike, std: npt.ArrayLike) -> FloatArray:
     """Inverse of :func:`scale`: ``values * std + mean``."""
-    return np.asarray(values, dtype=np.float64) * np.asarray(std) + np.asarray(mean)
+    out: FloatArray = np.asarray(values, dtype=np.float64) * np.asarray(std) + np.asarray(mean)
+    return out

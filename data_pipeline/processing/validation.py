@@ -36,7 +36,7 @@ OHLC_TOLERANCE = 1e-4
 LARGE_MOVE_LOG_RETURN = 0.4
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     """``rejected``: the bar is not stored. ``warning``: stored, but worth a look."""
 
     REJECTED = "rejected"
@@ -98,9 +98,7 @@ def _not_in_future(df: pd.DataFrame) -> pd.Series:
 
 
 _POSITIVE = pa.Check.gt(0, error="non_positive_price")
-_PRICE = {
-    c: pa.Column(float, checks=_POSITIVE, nullable=False, coerce=True) for c in PRICE_COLUMNS
-}
+_PRICE = {c: pa.Column(float, checks=_POSITIVE, nullable=False, coerce=True) for c in PRICE_COLUMNS}
 
 #: The bar rules. Each check's ``error`` is the rule name reported in findings.
 BAR_SCHEMA = pa.DataFrameSchema(
@@ -129,6 +127,8 @@ _RULE_DETAIL = {
     "future_date": "date is in the future",
     "not_nullable": "missing value",
 }
+
+_RULE_ORDER = {rule: n for n, rule in enumerate(_RULE_DETAIL)}
 
 
 def _parse(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, tuple[str, str]]]:
@@ -186,7 +186,7 @@ def clean_bars(
         return f"{location}:{i + line_offset}" if location else None
 
     def day(df: pd.DataFrame, i: int) -> dt.date | None:
-        value = df.at[i, "date"]
+        value: Any = df.at[i, "date"]
         return None if pd.isna(value) else pd.Timestamp(value).date()
 
     df, unparseable = _parse(raw)
@@ -206,8 +206,12 @@ def clean_bars(
             for i in victims:
                 findings.append(
                     Finding(
-                        ticker, day(df, i), "duplicate_date", Severity.REJECTED,
-                        f"date appears {len(group)} times ({detail})", where(i),
+                        ticker,
+                        day(df, i),
+                        "duplicate_date",
+                        Severity.REJECTED,
+                        f"date appears {len(group)} times ({detail})",
+                        where(i),
                     )
                 )
             drop.extend(victims)
@@ -221,8 +225,10 @@ def clean_bars(
         for _, case in cases.iterrows():
             i = int(case["index"])
             check = str(case["check"])
-            rule = check if check in _RULE_DETAIL else check.split("(")[0]
-            failed.setdefault(i, rule)
+            rule = check if check in _RULE_DETAIL else check.split("(", maxsplit=1)[0]
+            # One finding per row: the most specific rule (earliest in _RULE_DETAIL) wins.
+            if i not in failed or _RULE_ORDER.get(rule, 99) < _RULE_ORDER.get(failed[i], 99):
+                failed[i] = rule
         for i, rule in sorted(failed.items()):
             row = df.loc[i]
             prices = ", ".join(f"{c}={row[c]:g}" for c in OHLCV_COLUMNS)
@@ -236,7 +242,9 @@ def clean_bars(
     for i in df.index[log_ret.abs() > LARGE_MOVE_LOG_RETURN]:
         move = float(np.expm1(log_ret.at[i]))
         detail = f"close moved {move:+.1%} from the previous bar; kept (real events do this)"
-        findings.append(Finding(ticker, day(df, i), "large_move", Severity.WARNING, detail, where(i)))
+        findings.append(
+            Finding(ticker, day(df, i), "large_move", Severity.WARNING, detail, where(i))
+        )
 
     out = df[["date", *OHLCV_COLUMNS]].copy()
     out["date"] = out["date"].dt.date

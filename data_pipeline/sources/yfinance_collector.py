@@ -40,7 +40,12 @@ def _is_unreachable(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     return any(
         marker in text
-        for marker in ("could not resolve host", "name or service not known", "resolve", "network is unreachable")
+        for marker in (
+            "could not resolve host",
+            "name or service not known",
+            "resolve",
+            "network is unreachable",
+        )
     )
 
 
@@ -113,15 +118,15 @@ class YFinanceCollector:
             kwargs["start"] = start.isoformat()
         frame = t.history(timeout=self.timeout, **kwargs)
         try:
-            meta = dict(t.history_metadata or {})
-        except Exception:  # noqa: BLE001 - metadata is optional
+            meta = dict(t.get_history_metadata() or {})
+        except Exception:
             meta = {}
         return frame, meta
 
     def _fetch_once(self, ticker: str, start: dt.date | None) -> RawBars:
         try:
             frame, meta = self._history(ticker, start)
-        except Exception as exc:  # noqa: BLE001 - classified and re-raised
+        except Exception as exc:
             raise _classify(exc, ticker) from exc
         if frame is None or frame.empty:
             raise EmptyResponseError(f"{ticker}: Yahoo returned an empty frame")
@@ -152,13 +157,17 @@ class YFinanceCollector:
             wait = state.next_action.sleep if state.next_action else 0.0
             logger.warning(
                 "%s: attempt %d/%d failed (%s); retrying in %.1f s",
-                ticker, state.attempt_number, self.max_attempts, exc, wait,
+                ticker,
+                state.attempt_number,
+                self.max_attempts,
+                exc,
+                wait,
             )
 
         retrying = _Retrying(
             retry=retry_if_exception_type(_RETRYABLE),
             stop=stop_after_attempt(self.max_attempts),
-            wait=wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max),
+            wait=wait_exponential_jitter(multiplier=self.backoff_initial, max=self.backoff_max),
             before_sleep=log_retry,
             sleep=time.sleep,
             reraise=True,
@@ -166,6 +175,8 @@ class YFinanceCollector:
         try:
             return retrying(self._fetch_once, ticker, start)
         except (ConnectionError, TimeoutError, OSError) as exc:
-            raise SourceError(f"{ticker}: network error after {self.max_attempts} tries: {exc}") from exc
+            raise SourceError(
+                f"{ticker}: network error after {self.max_attempts} tries: {exc}"
+            ) from exc
         except (RateLimitedError, EmptyResponseError) as exc:
             raise type(exc)(f"{exc} (gave up after {self.max_attempts} tries)") from exc

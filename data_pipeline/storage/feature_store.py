@@ -10,7 +10,7 @@ lookback window without pandas; :meth:`Bars.to_frame` gives a DataFrame when wan
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +183,7 @@ def upsert_bars(
     return UpsertResult(inserted, updated, len(records) - inserted - updated)
 
 
-def _to_bars(ticker: str, rows: list[Any]) -> Bars:
+def _to_bars(ticker: str, rows: Sequence[Any]) -> Bars:
     return Bars(
         ticker=ticker,
         dates=np.array([r.date for r in rows], dtype=object),
@@ -258,9 +258,7 @@ class TickerCoverage:
 def list_tickers(session: Session) -> list[TickerCoverage]:
     """Every stored ticker with its first and last bar date and bar count, by ticker."""
     rows = session.execute(
-        select(
-            PriceBar.ticker, func.min(PriceBar.date), func.max(PriceBar.date), func.count()
-        )
+        select(PriceBar.ticker, func.min(PriceBar.date), func.max(PriceBar.date), func.count())
         .group_by(PriceBar.ticker)
         .order_by(PriceBar.ticker)
     ).all()
