@@ -24,9 +24,7 @@ def upgrade() -> None:
         sa.Column("open", sa.Double(), nullable=False),
         sa.Column("high", sa.Double(), nullable=False),
         sa.Column("low", sa.Double(), nullable=False),
-        sa.Column(
-            "close", sa.Double(), nullable=False, comment="adjusted close, listing currency"
-        ),
+        sa.Column("close", sa.Double(), nullable=False, comment="adjusted close, listing currency"),
         sa.Column("volume", sa.BigInteger(), nullable=False, comment="shares"),
         sa.Column("currency", sa.String(length=3), nullable=True),
         sa.Column("exchange", sa.String(length=16), nullable=True),
