@@ -215,8 +215,12 @@ def _format(moment: dt.datetime | None) -> str:
     return moment.isoformat() if moment is not None else "never"
 
 
-class _StopRequestedError(Exception):
-    """Raised in the main thread by the SIGTERM/SIGINT handler to leave the scheduler loop."""
+class _StopRequestedError(BaseException):
+    """Raised in the main thread by the SIGTERM/SIGINT handler to leave the scheduler loop.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so that no ``except Exception`` inside
+    APScheduler swallows it when the signal lands while the scheduler is starting.
+    """
 
 
 def _stop_on_signals(*, name: str) -> Callable[[], None]:
