@@ -7,7 +7,7 @@ EXTRAS ?= pipeline,ml,api,dev
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run ingest test lint format clean
+.PHONY: install run ingest test lint format clean tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ run: $(STAMP)
 	$(BIN)/python -m data_pipeline coverage
 
 ## test: lint, type-check, then the whole suite (Postgres tests need 127.0.0.1:5432)
-test: lint
+test: lint tools
 	$(BIN)/python -m pytest
+
+## tools: system tools the tests use that PyPI does not ship (Prometheus, from Debian)
+tools:
+	@command -v prometheus >/dev/null || { \
+		echo "installing prometheus (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+		invoke-rc.d prometheus stop >/dev/null 2>&1 || true; \
+	}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
