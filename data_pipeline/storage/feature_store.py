@@ -121,10 +121,12 @@ def upsert_bars(
 ) -> UpsertResult:
     """Insert new bars and update revised ones, in bulk; identical bars are left alone.
 
-    Two statements whatever the number of rows: one ``SELECT`` of the keys already stored
-    in the rows' date range, and one multi-row ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
-    <any value differs>``. Running the same upsert twice therefore changes nothing (and
-    ``ingested_at`` of unchanged rows keeps its value). Flushes, never commits.
+    Two statements whatever the number of rows: one ``SELECT`` of the bars already stored in
+    the rows' date range (to tell new, revised and identical bars apart), then one
+    ``INSERT ... ON CONFLICT (ticker, date) DO UPDATE ... WHERE <a value differs>`` executed
+    for the new and revised bars only (the driver's batched ``executemany``). Running the same
+    upsert twice therefore writes nothing, and ``ingested_at`` of identical rows keeps its
+    value. Flushes, never commits.
 
     Args:
         session: an open session; the caller owns the transaction.
@@ -157,30 +159,35 @@ def upsert_bars(
         return UpsertResult(0, 0, 0)
     first = min(r["date"] for r in records)
     last = max(r["date"] for r in records)
-    existing = set(
-        session.scalars(
-            select(PriceBar.date).where(
-                PriceBar.ticker == ticker, PriceBar.date.between(first, last)
+    table = PriceBar.__table__
+    stored = {
+        row[0]: tuple(row[1:])
+        for row in session.execute(
+            select(table.c.date, *(table.c[c] for c in _VALUE_COLUMNS)).where(
+                table.c.ticker == ticker, table.c.date.between(first, last)
             )
         )
-    )
-    insert = _insert_for(session)
-    stmt = insert(PriceBar.__table__)
-    table = PriceBar.__table__
-    changed = or_(*(table.c[c].is_distinct_from(stmt.excluded[c]) for c in _VALUE_COLUMNS))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.ticker, table.c.date],
-        set_={
-            **{c: stmt.excluded[c] for c in (*_VALUE_COLUMNS, "source")},
-            "ingested_at": func.now(),
-        },
-        where=changed,
-    ).returning(table.c.date)
-    written = set(session.scalars(stmt, records))
-    session.flush()
-    inserted = len(written - existing)
-    updated = len(written & existing)
-    return UpsertResult(inserted, updated, len(records) - inserted - updated)
+    }
+    new = [r for r in records if r["date"] not in stored]
+    revised = [
+        r
+        for r in records
+        if r["date"] in stored and tuple(r[c] for c in _VALUE_COLUMNS) != stored[r["date"]]
+    ]
+    if new or revised:
+        stmt = _insert_for(session)(table)
+        changed = or_(*(table.c[c].is_distinct_from(stmt.excluded[c]) for c in _VALUE_COLUMNS))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.ticker, table.c.date],
+            set_={
+                **{c: stmt.excluded[c] for c in (*_VALUE_COLUMNS, "source")},
+                "ingested_at": func.now(),
+            },
+            where=changed,
+        )
+        session.execute(stmt, new + revised)
+        session.flush()
+    return UpsertResult(len(new), len(revised), len(records) - len(new) - len(revised))
 
 
 def _to_bars(ticker: str, rows: Sequence[Any]) -> Bars:
