@@ -1,0 +1,97 @@
+"""Settings of the API (environment prefix ``APP_``).
+
+``DATABASE_URL`` and ``MLFLOW_TRACKING_URI`` are shared with the other layers and read without
+prefix. The secret key that signs access tokens is required outside development; a placeholder
+(``change-me``, ``secret`` ...) or a key shorter than 32 bytes is refused in every environment,
+so the app does not start with a guessable key.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import DEFAULT_MLFLOW_TRACKING_URI, LayerSettings
+
+logger = logging.getLogger(__name__)
+
+#: Minimum length of the token-signing key, bytes (HS256 wants at least its 256-bit output).
+MIN_SECRET_KEY_BYTES = 32
+#: Values copied from examples and tutorials that must never sign real tokens.
+PLACEHOLDER_SECRETS = frozenset(
+    {"change-me", "changeme", "change_me", "changethis", "secret", "secret-key", "your-secret-key"}
+)
+
+
+class InsecureSecretKeyError(ValueError):
+    """The configured secret key is missing (outside development), a placeholder, or too short."""
+
+
+class AppSettings(LayerSettings):
+    """API settings; see ``.env.example`` (section "API") for every variable."""
+
+    model_config = SettingsConfigDict(env_prefix="APP_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production requires APP_SECRET_KEY; development generates one per process",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="HS256 key signing access tokens, >= 32 bytes "
+        '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
+    )
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    max_horizon: int = Field(default=30, ge=1, le=365, description="largest horizon, trading days")
+    model_poll_seconds: float = Field(
+        default=60.0, ge=0, description="registry polling interval for new champions; 0 = off"
+    )
+    mlflow_tracking_uri: str = Field(
+        default=DEFAULT_MLFLOW_TRACKING_URI, validation_alias="MLFLOW_TRACKING_URI"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check_secret_key(self) -> AppSettings:
+        if self.secret_key is None:
+            if self.environment != "development":
+                raise InsecureSecretKeyError(
+                    "APP_SECRET_KEY is required when APP_ENVIRONMENT is not development"
+                )
+            logger.warning(
+                "APP_SECRET_KEY is not set: using a random key for this process "
+                "(tokens stop working on restart; set it outside development)"
+            )
+            self.secret_key = SecretStr(secrets.token_urlsafe(48))
+            return self
+        value = self.secret_key.get_secret_value()
+        if value.strip().lower() in PLACEHOLDER_SECRETS:
+            raise InsecureSecretKeyError(
+                "APP_SECRET_KEY is a placeholder value; generate one with "
+                '`python -c "import secrets; print(secrets.token_urlsafe(48))"`'
+            )
+        if len(value.encode()) < MIN_SECRET_KEY_BYTES:
+            raise InsecureSecretKeyError(
+                f"APP_SECRET_KEY is {len(value.encode())} bytes; at least "
+                f"{MIN_SECRET_KEY_BYTES} bytes are required"
+            )
+        return self
+
+    @property
+    def signing_key(self) -> str:
+        """The token-signing key (always set once validated)."""
+        assert self.secret_key is not None  # set by the validator
+        return self.secret_key.get_secret_value()
+
+
+@lru_cache
+def get_settings() -> AppSettings:
+    """The process-wide settings, read once from the environment."""
+    return AppSettings()

@@ -1,0 +1,111 @@
+"""Domain errors of the API, each mapped once to its HTTP status by :func:`register_handlers`.
+
+Services and dependencies raise these; routers never build error responses themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from common.db import DatabaseUnavailableError
+from common.tickers import InvalidTickerError
+
+logger = logging.getLogger(__name__)
+
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+RETRY_LATER = {"Retry-After": "5"}
+
+
+class AppError(Exception):
+    """Base of the API's domain errors: an HTTP status and a message for the client."""
+
+    status_code = 500
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidCredentialsError(AppError):
+    """Missing, malformed, expired or wrongly signed token, or a wrong username/password."""
+
+    status_code = 401
+    headers = BEARER_CHALLENGE
+
+
+class ForbiddenError(AppError):
+    """An authenticated user without the right (admin) for the route."""
+
+    status_code = 403
+
+
+class ModelNotFoundError(AppError):
+    """No champion model is served for the ticker."""
+
+    status_code = 404
+
+    def __init__(self, ticker: str) -> None:
+        super().__init__(
+            f"no model is served for {ticker}: register a champion "
+            f"(python -m ml_lifecycle train --tickers {ticker}) and reload; see GET /models"
+        )
+        self.ticker = ticker
+
+
+class BarsNotFoundError(AppError):
+    """The price store has no (or too few) bars for the ticker."""
+
+    status_code = 404
+
+    def __init__(self, ticker: str, *, found: int, needed: int) -> None:
+        what = "no price bars are stored" if found == 0 else f"only {found} price bars are stored"
+        super().__init__(
+            f"{what} for {ticker}; the model needs the last {needed} "
+            f"(ingest them: python -m data_pipeline ingest --tickers {ticker})"
+        )
+        self.ticker = ticker
+
+
+class InvalidRequestError(AppError):
+    """Input that is well-formed JSON but unusable (wrong window length, horizon out of range)."""
+
+    status_code = 422
+
+
+class DatabaseDownError(AppError):
+    """The database cannot be reached; the request can be retried later."""
+
+    status_code = 503
+    headers = RETRY_LATER
+
+
+def _app_error_response(exc: AppError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def register_handlers(app: FastAPI) -> None:
+    """Map every domain error (and database connection errors) to its HTTP response once."""
+
+    async def on_app_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return _app_error_response(exc)
+
+    async def on_invalid_ticker(_request: Request, exc: Exception) -> JSONResponse:
+        return _app_error_response(InvalidRequestError(str(exc)))
+
+    async def on_database_down(_request: Request, exc: Exception) -> JSONResponse:
+        first_line = str(getattr(exc, "orig", exc)).strip().splitlines()
+        logger.error("database unavailable: %s", first_line[0] if first_line else repr(exc))
+        return _app_error_response(
+            DatabaseDownError("the database is unavailable; retry in a few seconds")
+        )
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(InvalidTickerError, on_invalid_ticker)
+    for db_error in (OperationalError, InterfaceError, DatabaseUnavailableError):
+        app.add_exception_handler(db_error, on_database_down)

@@ -1,0 +1,70 @@
+"""Prometheus metrics: HTTP metrics by route template, plus the model metrics of the service.
+
+Everything is defined at module level (collectors register once per process, however many
+apps are created); :func:`instrument` adds the middleware and ``GET /metrics`` to one app.
+
+Custom metrics:
+
+* ``stockcast_predictions_total{ticker, model_version, endpoint}``: prediction requests served;
+* ``stockcast_predicted_points_total{ticker, model_version}``: predicted target dates served;
+* ``stockcast_model_inference_seconds{ticker}``: wall time of the model's forward passes for
+  one request (all horizon steps), seconds;
+* ``stockcast_model_version_loaded{ticker}``: the registered-model version served per ticker.
+
+HTTP metrics (prometheus-fastapi-instrumentator): ``http_requests_total{handler, method,
+status}``, ``http_request_duration_seconds{handler, method}`` with buckets from 1 ms,
+``http_request_duration_highr_seconds`` and request/response sizes.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_fastapi_instrumentator import Instrumentator
+
+#: Request latency buckets, seconds: fine enough for millisecond responses.
+HTTP_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+)  # fmt: skip
+#: Inference latency buckets, seconds: a tiny LSTM step takes well under a millisecond.
+INFERENCE_LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0
+)  # fmt: skip
+
+PREDICTIONS_SERVED = Counter(
+    "stockcast_predictions",
+    "Prediction requests served, by ticker, model version and endpoint (get: stored bars, "
+    "post: client closes).",
+    ["ticker", "model_version", "endpoint"],
+)
+PREDICTED_POINTS = Counter(
+    "stockcast_predicted_points",
+    "Predicted target dates served (one per horizon step).",
+    ["ticker", "model_version"],
+)
+INFERENCE_LATENCY = Histogram(
+    "stockcast_model_inference_seconds",
+    "Time spent in the model's forward passes for one request (all horizon steps), seconds.",
+    ["ticker"],
+    buckets=INFERENCE_LATENCY_BUCKETS,
+)
+MODEL_VERSION_LOADED = Gauge(
+    "stockcast_model_version_loaded",
+    "Registered-model version of the champion served per ticker.",
+    ["ticker"],
+)
+
+instrumentator = Instrumentator(
+    should_group_status_codes=False,
+    should_group_untemplated=True,
+    excluded_handlers=["/metrics"],
+)
+
+
+def instrument(app: FastAPI) -> None:
+    """Add the HTTP metrics middleware and ``GET /metrics`` to ``app``."""
+    instrumentator.instrument(
+        app,
+        latency_highr_buckets=HTTP_LATENCY_BUCKETS,
+        latency_lowr_buckets=HTTP_LATENCY_BUCKETS,
+    ).expose(app, include_in_schema=True, tags=["ops"])

@@ -1,0 +1,1 @@
+"""Login (OAuth2 password flow) and the current-user dependencies."""

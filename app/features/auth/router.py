@@ -1,0 +1,37 @@
+"""``POST /auth/token`` (OAuth2 password flow) and ``GET /auth/me``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form
+
+from app.core.database import SessionDep
+from app.features.auth import service
+from app.features.auth.dependencies import CurrentUser, SettingsDep
+from app.schemas.token import Token
+from app.schemas.user import UserRead
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Incorrect username or password"}
+}
+
+
+@router.post("/token", responses=_UNAUTHORIZED)
+def login(
+    session: SessionDep,
+    settings: SettingsDep,
+    username: Annotated[str, Form(examples=["demo"], max_length=64)],
+    password: Annotated[str, Form(examples=["the demo password"], max_length=1024)],
+) -> Token:
+    """Exchange a username and password (form fields) for a bearer token."""
+    user = service.authenticate(session=session, username=username, password=password)
+    return service.issue_token(user=user, settings=settings)
+
+
+@router.get("/me", responses=_UNAUTHORIZED)
+def read_me(user: CurrentUser) -> UserRead:
+    """The user the bearer token belongs to."""
+    return UserRead.model_validate(user)

@@ -1,0 +1,78 @@
+"""Authentication use cases: check a password, issue a token, create a user."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy.orm import Session
+
+from app.core import security
+from app.core.config import AppSettings
+from app.core.exceptions import InvalidCredentialsError
+from app.features.auth import crud
+from app.models.user import User
+from app.schemas.token import Token
+
+#: Usernames: 3-64 letters, digits, ``.``, ``_``, ``-``.
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
+MIN_PASSWORD_LENGTH = 8
+
+_BAD_LOGIN = "incorrect username or password"
+
+
+class InvalidUserError(ValueError):
+    """A username or password that does not meet the rules, or a username already taken."""
+
+
+def authenticate(*, session: Session, username: str, password: str) -> User:
+    """The active user with this username and password.
+
+    An unknown username still costs one Argon2 verification (against a dummy hash), so the
+    response time does not reveal which usernames exist.
+
+    Raises:
+        InvalidCredentialsError: unknown user, wrong password or inactive account (one
+            message for all three).
+    """
+    user = crud.get_by_username(session, username=username)
+    if user is None:
+        security.verify_password(password, security.dummy_hash())
+        raise InvalidCredentialsError(_BAD_LOGIN)
+    if not security.verify_password(password, user.password_hash) or not user.is_active:
+        raise InvalidCredentialsError(_BAD_LOGIN)
+    return user
+
+
+def issue_token(*, user: User, settings: AppSettings) -> Token:
+    """A bearer token for ``user`` valid ``APP_ACCESS_TOKEN_EXPIRE_MINUTES`` minutes."""
+    expires = dt.timedelta(minutes=settings.access_token_expire_minutes)
+    token = security.create_access_token(
+        user.username, secret_key=settings.signing_key, expires_in=expires
+    )
+    return Token(access_token=token, expires_in=int(expires.total_seconds()))
+
+
+def create_user(*, session: Session, username: str, password: str, is_admin: bool) -> User:
+    """Create and commit a user with an Argon2id password hash.
+
+    Raises:
+        InvalidUserError: malformed username, password shorter than 8 characters, or the
+            username is taken.
+    """
+    if not USERNAME_PATTERN.fullmatch(username):
+        raise InvalidUserError(
+            f"invalid username {username!r}: use 3-64 letters, digits, '.', '_' or '-'"
+        )
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidUserError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if crud.get_by_username(session, username=username) is not None:
+        raise InvalidUserError(f"user {username!r} already exists")
+    user = crud.create(
+        session,
+        username=username,
+        password_hash=security.hash_password(password),
+        is_admin=is_admin,
+    )
+    session.commit()
+    return user

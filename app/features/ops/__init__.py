@@ -1,0 +1,1 @@
+"""Operations routes: liveness, readiness, served models and their reload."""

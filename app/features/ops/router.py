@@ -1,0 +1,97 @@
+"""``GET /health``, ``GET /ready``, ``GET /models`` and ``POST /models/reload`` (admins)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from app.core.database import get_session_factory, ping
+from app.features.auth.dependencies import AdminUser
+from app.features.stock_prediction.router import PredictorDep
+from app.features.stock_prediction.schemas import ReloadResult, ServedModelRead
+from app.features.stock_prediction.service import model_metrics
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["ops"])
+
+
+class Health(BaseModel):
+    """Liveness: the process answers."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    """Readiness: the database answers and at least one model is served."""
+
+    ready: bool
+    database: Literal["ok", "unavailable"]
+    models_loaded: int
+
+
+@router.get("/health")
+def health() -> Health:
+    """Liveness probe: 200 while the process runs."""
+    return Health()
+
+
+@router.get("/ready", responses={503: {"model": Readiness, "description": "Not ready"}})
+def ready(request: Request, response: Response, predictor: PredictorDep) -> Readiness:
+    """Readiness probe: 200 when the database is reachable and a model is loaded, else 503."""
+    database: Literal["ok", "unavailable"] = "ok"
+    try:
+        with get_session_factory(request)() as session:
+            ping(session)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("readiness: database unavailable: %s", str(exc.orig).strip()[:200])
+        database = "unavailable"
+    loaded = len(predictor)
+    status = Readiness(
+        ready=database == "ok" and loaded > 0, database=database, models_loaded=loaded
+    )
+    if not status.ready:
+        response.status_code = 503
+    return status
+
+
+@router.get("/models")
+def list_models(predictor: PredictorDep) -> list[ServedModelRead]:
+    """The served champion of each ticker, with its version and test-window metrics."""
+    return [
+        ServedModelRead(
+            ticker=m.ticker,
+            name=m.name,
+            version=m.version,
+            lookback=m.lookback,
+            features=list(m.metadata.features),
+            accepts_closes=m.close_only,
+            last_train_date=m.metadata.last_train_date,
+            last_bar_date=m.metadata.last_bar_date,
+            loaded_at=m.loaded_at,
+            metrics=model_metrics(m),
+        )
+        for m in predictor.served()
+    ]
+
+
+@router.post(
+    "/models/reload",
+    responses={401: {"description": "Not authenticated"}, 403: {"description": "Not an admin"}},
+)
+def reload_models(_admin: AdminUser, predictor: PredictorDep) -> ReloadResult:
+    """Load new champion versions from the registry now (admins only).
+
+    A model that fails to load is reported under ``failed`` and its old version keeps serving.
+    """
+    report = predictor.reload()
+    return ReloadResult(
+        loaded=report.loaded,
+        unchanged=report.unchanged,
+        failed=report.failed,
+        served=len(predictor),
+    )

@@ -1,0 +1,1 @@
+"""Next-trading-day close forecasts from each ticker's champion model."""

@@ -1,0 +1,132 @@
+"""``GET /predict/{ticker}`` and ``POST /predict/{ticker}``: HTTP only, the rest is in service."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+
+from app.core.database import SessionDep
+from app.features.auth.dependencies import CurrentUser, SettingsDep
+from app.features.stock_prediction import service
+from app.features.stock_prediction.predictor import Predictor
+from app.features.stock_prediction.schemas import (
+    EXAMPLE_CLOSES,
+    PredictFromClosesRequest,
+    PredictionResponse,
+)
+from common.tickers import normalize_ticker
+
+router = APIRouter(prefix="/predict", tags=["predictions"])
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No, invalid or expired bearer token"},
+    404: {"description": "No model served for the ticker, or no bars stored"},
+    422: {"description": "Malformed ticker, horizon out of range, or wrong closes"},
+    503: {"description": "The database is unavailable"},
+}
+
+
+def get_predictor(request: Request) -> Predictor:
+    """The predictor of the running app."""
+    predictor: Predictor = request.app.state.predictor
+    return predictor
+
+
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+
+
+def valid_ticker(
+    ticker: Annotated[
+        str,
+        Path(
+            description="Yahoo Finance symbol (case-insensitive)",
+            examples=["PETR4.SA"],
+            max_length=40,
+        ),
+    ],
+) -> str:
+    """The normalized ticker (``InvalidTickerError`` -> 422)."""
+    return normalize_ticker(ticker)
+
+
+def valid_horizon(
+    settings: SettingsDep,
+    horizon: Annotated[
+        int,
+        Query(
+            description="trading days to predict, 1..APP_MAX_HORIZON (default 30)",
+            examples=[5],
+        ),
+    ] = 1,
+) -> int:
+    """The horizon, range-checked against the configured maximum (422 otherwise)."""
+    return service.check_horizon(horizon, max_horizon=settings.max_horizon)
+
+
+TickerDep = Annotated[str, Depends(valid_ticker)]
+HorizonDep = Annotated[int, Depends(valid_horizon)]
+
+
+@router.get("/{ticker}", responses=RESPONSES)
+def predict(
+    *,
+    user: CurrentUser,
+    ticker: TickerDep,
+    horizon: HorizonDep,
+    session: SessionDep,
+    predictor: PredictorDep,
+) -> PredictionResponse:
+    """Predict the next ``horizon`` closes from the latest stored lookback window.
+
+    The prediction is logged to ``prediction_log`` (one row per target date) before the
+    response is sent.
+    """
+    started = time.perf_counter()
+    return service.predict_from_store(
+        session=session,
+        predictor=predictor,
+        ticker=ticker,
+        horizon=horizon,
+        user_id=user.id,
+        started=started,
+    )
+
+
+@router.post("/{ticker}", responses=RESPONSES)
+def predict_from_closes(
+    *,
+    user: CurrentUser,
+    ticker: TickerDep,
+    horizon: HorizonDep,
+    session: SessionDep,
+    predictor: PredictorDep,
+    body: Annotated[
+        PredictFromClosesRequest,
+        Body(
+            openapi_examples={
+                "lookback_20": {
+                    "summary": "20 closes (a model with lookback 20)",
+                    "value": {"closes": EXAMPLE_CLOSES, "as_of_date": "2023-12-29"},
+                }
+            }
+        ),
+    ],
+) -> PredictionResponse:
+    """Predict from client-supplied closes: exactly the model's lookback, oldest first.
+
+    Only for models whose features need closes alone (``accepts_closes`` in GET /models).
+    The prediction is logged like GET's.
+    """
+    started = time.perf_counter()
+    return service.predict_from_closes(
+        session=session,
+        predictor=predictor,
+        ticker=ticker,
+        closes=body.closes,
+        as_of_date=body.as_of_date,
+        horizon=horizon,
+        user_id=user.id,
+        started=started,
+    )

@@ -1,0 +1,228 @@
+"""The prediction use cases: forecast from stored bars or from client closes, then log.
+
+Each request's rows are written to ``prediction_log`` (one per target date) and committed
+before the response is returned; a database failure therefore fails the request (503)
+instead of serving an unlogged prediction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.core.exceptions import BarsNotFoundError, InvalidRequestError
+from app.core.monitoring import PREDICTED_POINTS, PREDICTIONS_SERVED
+from app.features.stock_prediction import crud
+from app.features.stock_prediction.predictor import Forecast, Predictor, ServedModel
+from app.features.stock_prediction.schemas import (
+    ModelInfo,
+    ModelMetrics,
+    PredictionPoint,
+    PredictionResponse,
+)
+from data_pipeline.storage.feature_store import read_last_bars
+
+_SATURDAY = 5
+
+
+def next_trading_days(as_of: dt.date, count: int) -> list[dt.date]:
+    """The ``count`` weekdays after ``as_of``; exchange holidays are not modelled."""
+    days: list[dt.date] = []
+    day = as_of
+    while len(days) < count:
+        day += dt.timedelta(days=1)
+        if day.weekday() < _SATURDAY:
+            days.append(day)
+    return days
+
+
+def check_horizon(horizon: int, *, max_horizon: int) -> int:
+    """``horizon`` if ``1 <= horizon <= max_horizon``.
+
+    Raises:
+        InvalidRequestError: out of range (422).
+    """
+    if not 1 <= horizon <= max_horizon:
+        raise InvalidRequestError(
+            f"horizon must be between 1 and {max_horizon} trading days, got {horizon}"
+        )
+    return horizon
+
+
+def model_metrics(model: ServedModel) -> ModelMetrics:
+    """The metrics of the model's metadata that the API reports."""
+    known = ModelMetrics.model_fields
+    return ModelMetrics(**{k: v for k, v in model.metadata.metrics.items() if k in known})
+
+
+def _model_info(model: ServedModel) -> ModelInfo:
+    return ModelInfo(
+        name=model.name,
+        version=model.version,
+        lookback=model.lookback,
+        features=list(model.metadata.features),
+        last_bar_date=model.metadata.last_bar_date,
+        metrics=model_metrics(model),
+    )
+
+
+def _respond(
+    *,
+    session: Session,
+    model: ServedModel,
+    forecast: Forecast,
+    as_of_date: dt.date,
+    last_close: float,
+    currency: str | None,
+    user_id: int | None,
+    input_source: str,
+    started: float,
+) -> PredictionResponse:
+    horizon = len(forecast.closes)
+    target_dates = next_trading_days(as_of_date, horizon)
+    request_id = uuid.uuid4()
+    points = [
+        PredictionPoint(
+            target_date=day,
+            predicted_close=float(close),
+            change_pct=(float(close) / last_close - 1.0) * 100.0,
+        )
+        for day, close in zip(target_dates, forecast.closes, strict=True)
+    ]
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    rows: list[dict[str, Any]] = [
+        {
+            "request_id": request_id,
+            "user_id": user_id,
+            "ticker": model.ticker,
+            "input_source": input_source,
+            "as_of_date": as_of_date,
+            "target_date": point.target_date,
+            "horizon_step": step,
+            "predicted_close": point.predicted_close,
+            "last_close": last_close,
+            "model_name": model.name,
+            "model_version": model.version,
+            "latency_ms": latency_ms,
+        }
+        for step, point in enumerate(points, start=1)
+    ]
+    crud.insert_predictions(session, rows)
+    session.commit()
+    PREDICTIONS_SERVED.labels(
+        ticker=model.ticker, model_version=model.version, endpoint=input_source
+    ).inc()
+    PREDICTED_POINTS.labels(ticker=model.ticker, model_version=model.version).inc(horizon)
+    return PredictionResponse(
+        prediction_id=request_id,
+        ticker=model.ticker,
+        as_of_date=as_of_date,
+        last_close=last_close,
+        currency=currency or model.metadata.currency,
+        horizon=horizon,
+        input_source=input_source,
+        predictions=points,
+        model=_model_info(model),
+    )
+
+
+def predict_from_store(
+    *,
+    session: Session,
+    predictor: Predictor,
+    ticker: str,
+    horizon: int,
+    user_id: int | None,
+    started: float,
+) -> PredictionResponse:
+    """Forecast ``horizon`` closes from the last ``lookback`` stored bars, log and commit.
+
+    Args:
+        session: the request's session (commits the prediction_log rows).
+        predictor: the served models.
+        ticker: normalized ticker.
+        horizon: trading days to predict (already range-checked).
+        user_id: the requesting user.
+        started: ``time.perf_counter()`` at the start of handling (for ``latency_ms``).
+
+    Raises:
+        ModelNotFoundError: no champion served for the ticker (404).
+        BarsNotFoundError: fewer stored bars than the model's lookback (404).
+    """
+    model = predictor.get(ticker)
+    bars = read_last_bars(session, ticker=ticker, n=model.lookback)
+    if len(bars) < model.lookback:
+        raise BarsNotFoundError(ticker, found=len(bars), needed=model.lookback)
+    forecast = model.forecast(bars.as_mapping(), horizon)
+    return _respond(
+        session=session,
+        model=model,
+        forecast=forecast,
+        as_of_date=bars.dates[-1],
+        last_close=float(bars.close[-1]),
+        currency=bars.currency,
+        user_id=user_id,
+        input_source="store",
+        started=started,
+    )
+
+
+def predict_from_closes(
+    *,
+    session: Session,
+    predictor: Predictor,
+    ticker: str,
+    closes: Sequence[float],
+    as_of_date: dt.date | None,
+    horizon: int,
+    user_id: int | None,
+    started: float,
+) -> PredictionResponse:
+    """Forecast ``horizon`` closes from client-supplied closes, log and commit.
+
+    Args:
+        closes: exactly ``lookback`` finite, positive closes, oldest first, listing currency.
+        as_of_date: date of the last close (default: today, UTC).
+        (other arguments as in :func:`predict_from_store`)
+
+    Raises:
+        ModelNotFoundError: no champion served for the ticker (404).
+        InvalidRequestError: the model needs OHLC features, or ``closes`` is not exactly
+            ``lookback`` finite positive values (422, stating the expected length).
+    """
+    model = predictor.get(ticker)
+    if not model.close_only:
+        raise InvalidRequestError(
+            f"the model of {ticker} uses features {list(model.metadata.features)}, which need "
+            "open/high/low as well as closes; POST accepts closes only for close-only models. "
+            f"Use GET /predict/{ticker}, which reads full bars from the price store"
+        )
+    expected = (
+        f"closes must hold exactly {model.lookback} finite, positive prices "
+        f"(the lookback of {model.name} v{model.version}), oldest first"
+    )
+    if len(closes) != model.lookback:
+        raise InvalidRequestError(f"{expected}; got {len(closes)}")
+    values = np.asarray(closes, dtype=np.float64)
+    bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise InvalidRequestError(f"{expected}; values at positions {bad[:10]} are not")
+    forecast = model.forecast({"close": values}, horizon)
+    return _respond(
+        session=session,
+        model=model,
+        forecast=forecast,
+        as_of_date=as_of_date or dt.datetime.now(dt.UTC).date(),
+        last_close=float(values[-1]),
+        currency=None,
+        user_id=user_id,
+        input_source="client",
+        started=started,
+    )

@@ -1,0 +1,103 @@
+"""The FastAPI application: ``create_app()`` and the module-level ``app`` for uvicorn.
+
+Creating the app does no I/O: the database engine, the settings check and the model loading
+happen in the lifespan (at server start), so ``import app.main`` is cheap and side-effect free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from app.core.config import AppSettings, get_settings
+from app.core.exceptions import register_handlers
+from app.core.monitoring import instrument
+from app.features.auth.router import router as auth_router
+from app.features.ops.router import router as ops_router
+from app.features.stock_prediction.predictor import Predictor
+from app.features.stock_prediction.router import router as predict_router
+from common.db import create_db_engine, make_session_factory, redact_url
+from common.logging_setup import configure_logging
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Daily close forecasts for stocks, from each ticker's champion LSTM (served as ONNX).
+
+1. `POST /auth/token` with form fields `username` and `password` returns a bearer token.
+2. `GET /predict/{ticker}?horizon=5` forecasts the next 5 trading days from the stored bars;
+   `POST /predict/{ticker}` forecasts from closes you send.
+3. Every forecast is logged to the `prediction_log` table; `GET /metrics` exposes Prometheus
+   metrics.
+
+Target dates are the following weekdays: exchange holidays are not modelled.
+"""
+
+
+def create_app(
+    settings: AppSettings | None = None,
+    *,
+    predictor: Predictor | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """Build the API.
+
+    Args:
+        settings: the settings to use (default: :func:`get_settings` at startup, which
+            refuses a missing/placeholder/short secret key outside development).
+        predictor: a ready predictor (default: one on ``MLFLOW_TRACKING_URI``, loaded at
+            startup and polled every ``APP_MODEL_POLL_SECONDS``).
+        configure_logs: configure process logging at startup (off in tests).
+
+    Returns:
+        The FastAPI app; nothing is connected until its lifespan starts.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        active = settings or get_settings()
+        if configure_logs:
+            configure_logging(active.log_level)
+        engine = create_db_engine(active.database_url)
+        served = predictor or Predictor(tracking_uri=active.mlflow_tracking_uri)
+        app.state.settings = active
+        app.state.session_factory = make_session_factory(engine)
+        app.state.predictor = served
+        logger.info(
+            "starting (%s): database %s, registry %s",
+            active.environment,
+            redact_url(active.database_url),
+            served.tracking_uri,
+        )
+        report = await anyio.to_thread.run_sync(served.reload)
+        if len(served) == 0:
+            logger.warning(
+                "no champion model loaded (%s); /ready answers 503 until one is registered",
+                report.failed or "none registered",
+            )
+        served.start_polling(active.model_poll_seconds)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(served.stop_polling)
+            engine.dispose()
+
+    app = FastAPI(
+        title="stockcast API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    register_handlers(app)
+    app.include_router(auth_router)
+    app.include_router(predict_router)
+    app.include_router(ops_router)
+    instrument(app)
+    return app
+
+
+app = create_app()

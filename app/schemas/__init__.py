@@ -1,0 +1,1 @@
+"""Pydantic schemas shared across features (tokens, users)."""
