@@ -1,0 +1,160 @@
+"""Fixtures of the API tests: a real Postgres price store, a real MLflow registry holding a
+tiny LSTM trained on real PETR4.SA bars, and a running app (TestClient) on both.
+
+The model is trained once per session (lookback 20, 8 units, 2 epochs: a few seconds).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from app.core.config import AppSettings
+from app.main import create_app
+from common.db import create_db_engine, make_session_factory
+from tests.app.factories import PASSWORD, create_user, make_settings
+
+TICKER = "PETR4.SA"
+#: A ticker with bars in the store but no registered model.
+TICKER_WITHOUT_MODEL = "VALE3.SA"
+LOOKBACK = 20
+
+
+def ingest(url: str, prices_dir: Path, *tickers: str) -> None:
+    """Store the real snapshot bars of ``tickers`` in the database at ``url``."""
+    from data_pipeline.run_pipeline import ingest_ticker  # noqa: PLC0415
+    from data_pipeline.sources.snapshot import SnapshotSource  # noqa: PLC0415
+
+    engine = create_db_engine(url)
+    try:
+        for ticker in tickers:
+            with make_session_factory(engine)() as session, session.begin():
+                report = ingest_ticker(
+                    session, ticker=ticker, source=SnapshotSource(prices_dir), start=None
+                )
+                assert report.ok, report.error
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The temporary MLflow store and the model version trained into it."""
+
+    tracking_uri: str
+    name: str
+    version: str
+    summary: Any
+
+
+@pytest.fixture(scope="session")
+def app_db_url(pg_server: Any, pg_template: str, prices_dir: Path) -> Iterator[str]:
+    """A migrated Postgres database of the API tests holding PETR4.SA and VALE3.SA bars."""
+    name = f"stockcast_test_app_{uuid.uuid4().hex[:8]}"
+    url: str = pg_server.create(name, template=pg_template)
+    ingest(url, prices_dir, TICKER, TICKER_WITHOUT_MODEL)
+    yield url
+    pg_server.drop(name)
+
+
+@pytest.fixture(scope="session")
+def app_engine(app_db_url: str) -> Iterator[Engine]:
+    """Engine on :func:`app_db_url` for assertions on what the app wrote."""
+    engine = create_db_engine(app_db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def app_sessions(app_engine: Engine) -> Callable[[], Session]:
+    """Session factory on the API tests' database."""
+    return make_session_factory(app_engine)
+
+
+@pytest.fixture(scope="session")
+def registry(app_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A temporary MLflow store with a tiny LSTM of PETR4.SA trained on the real bars."""
+    from ml_lifecycle.training.config import load_config  # noqa: PLC0415
+    from ml_lifecycle.workflow import train_and_register  # noqa: PLC0415
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    engine = create_db_engine(app_db_url)
+    try:
+        summary = train_and_register(
+            session_factory=make_session_factory(engine),
+            ticker=TICKER,
+            config=load_config(lookback=LOOKBACK, units=8, epochs=2, history_bars=800),
+            tracking_uri=tracking_uri,
+            reports_dir=folder / "reports",
+        )
+    finally:
+        engine.dispose()
+    assert summary.ok and summary.alias == "champion", summary
+    return Registry(
+        tracking_uri=tracking_uri,
+        name=summary.registered_model,
+        version=str(summary.version),
+        summary=summary,
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(app_db_url: str, registry: Registry) -> AppSettings:
+    """Settings of the session's app."""
+    return make_settings(database_url=app_db_url, tracking_uri=registry.tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def users(app_sessions: Callable[[], Session]) -> dict[str, str]:
+    """Usernames by role: ``user`` (ana) and ``admin`` (root), password :data:`PASSWORD`."""
+    with app_sessions() as session:
+        create_user(session, "ana")
+        create_user(session, "root", admin=True)
+    return {"user": "ana", "admin": "root"}
+
+
+@pytest.fixture(scope="session")
+def client(settings: AppSettings, users: dict[str, str]) -> Iterator[TestClient]:
+    """The app, started (lifespan run: champion loaded), on the session's database."""
+    with TestClient(create_app(settings, configure_logs=False)) as test_client:
+        yield test_client
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
+    """A bearer token from ``POST /auth/token``."""
+    response = client.post("/auth/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+@pytest.fixture(scope="session")
+def user_headers(client: TestClient, users: dict[str, str]) -> dict[str, str]:
+    """Authorization header of the regular user."""
+    return {"Authorization": f"Bearer {login(client, users['user'])}"}
+
+
+@pytest.fixture(scope="session")
+def admin_headers(client: TestClient, users: dict[str, str]) -> dict[str, str]:
+    """Authorization header of the admin."""
+    return {"Authorization": f"Bearer {login(client, users['admin'])}"}
+
+
+def weekdays_after(day: dt.date, n: int) -> list[dt.date]:
+    """The ``n`` weekdays after ``day`` (independent re-implementation for assertions)."""
+    out = []
+    while len(out) < n:
+        day += dt.timedelta(days=1)
+        if day.isoweekday() <= 5:
+            out.append(day)
+    return out

@@ -1,0 +1,73 @@
+"""Small factories for the API tests: users, settings, tokens and hand-built ONNX models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from app.core.config import AppSettings
+from app.features.auth import service
+from app.features.stock_prediction.predictor import ServedModel, build_served_model
+from common.model_contract import ModelMetadata, ScalerParams
+
+SECRET_KEY = "test-signing-key-" + "k" * 40
+PASSWORD = "correct horse battery staple"
+
+
+def make_settings(*, database_url: str, tracking_uri: str, **overrides: object) -> AppSettings:
+    """Settings for a test app (no .env file, no registry polling unless asked)."""
+    values: dict[str, object] = {
+        "DATABASE_URL": database_url,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "secret_key": SECRET_KEY,
+        "model_poll_seconds": 0,
+        **overrides,
+    }
+    return AppSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def create_user(session: Session, username: str, *, admin: bool = False) -> None:
+    """A committed user with password :data:`PASSWORD`."""
+    service.create_user(session=session, username=username, password=PASSWORD, is_admin=admin)
+
+
+def mean_onnx_model(
+    *, ticker: str, lookback: int, features: Sequence[str], version: str = "1"
+) -> ServedModel:
+    """A real ONNX graph (not trained): output = mean of the scaled input, shape ``(1, 1)``.
+
+    With identity scalers the predicted log return is the mean of the window's features,
+    which makes multi-step behaviour easy to check by hand.
+    """
+    import onnx  # noqa: PLC0415
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    n = len(features)
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, lookback, n])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])
+    node = helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1])
+    reshape = helper.make_node("Reshape", ["m", "shape"], ["y"])
+    graph = helper.make_graph([node, reshape], "mean", [inp], [out], initializer=[axes, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    metadata = ModelMetadata(
+        ticker=ticker,
+        lookback=lookback,
+        features=list(features),
+        feature_scaler=ScalerParams(mean=[0.0] * n, scale=[1.0] * n),
+        target_scaler=ScalerParams(mean=[0.0], scale=[1.0]),
+        last_train_date=dt.date(2023, 6, 30),
+        last_bar_date=dt.date(2023, 12, 29),
+        metrics={"mae": 1.0, "mape": 2.0, "mase": 0.99},
+    )
+    return build_served_model(
+        name=f"stock-lstm-{ticker}",
+        version=version,
+        metadata=metadata,
+        onnx_bytes=model.SerializeToString(),
+    )
