@@ -1,0 +1,136 @@
+"""Login and bearer tokens: what a client sees with good and bad credentials."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core import security
+from tests.app.conftest import TICKER
+from tests.app.factories import PASSWORD, SECRET_KEY
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+PROTECTED = [("GET", f"/predict/{TICKER}"), ("POST", f"/predict/{TICKER}"), ("GET", "/auth/me")]
+
+
+def test_login_returns_a_bearer_token_for_the_user(client: TestClient, users) -> None:
+    """POST /auth/token with the right password returns a token that names the user."""
+    response = client.post("/auth/token", data={"username": "ana", "password": PASSWORD})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 3600
+    me = client.get("/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert me.status_code == 200
+    assert me.json()["username"] == "ana" and me.json()["is_admin"] is False
+    claims = jwt.decode(body["access_token"], SECRET_KEY, algorithms=["HS256"])
+    assert claims["sub"] == "ana" and claims["exp"] - claims["iat"] == 3600
+
+
+def test_wrong_password_and_unknown_user_get_the_same_401(client: TestClient, users) -> None:
+    """A wrong password and an unknown username look identical to the client."""
+    wrong = client.post("/auth/token", data={"username": "ana", "password": "wrong password"})
+    unknown = client.post("/auth/token", data={"username": "nobody", "password": "whatever1"})
+    for response in (wrong, unknown):
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert wrong.json() == unknown.json() == {"detail": "incorrect username or password"}
+
+
+def test_unknown_user_login_still_verifies_a_hash(
+    client: TestClient, users, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For an unknown user the dummy hash is verified, so timing does not reveal usernames."""
+    calls: list[str] = []
+    real_verify = security.verify_password
+
+    def spy(password: str, password_hash: str) -> bool:
+        calls.append(password_hash)
+        return real_verify(password, password_hash)
+
+    monkeypatch.setattr(security, "verify_password", spy)
+    response = client.post("/auth/token", data={"username": "nobody", "password": "whatever1"})
+    assert response.status_code == 401
+    assert calls == [security.dummy_hash()]
+    assert calls[0].startswith("$argon2id$")
+
+
+def test_login_without_form_fields_is_422(client: TestClient) -> None:
+    """A login without username/password is refused with 422."""
+    assert client.post("/auth/token", data={"username": "ana"}).status_code == 422
+
+
+def _token(claims: dict[str, object], key: str = SECRET_KEY, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+BAD_TOKENS = {
+    "garbage": "not-a-jwt",
+    "expired": _token({"sub": "ana", "iat": _now() - dt.timedelta(hours=2),
+                       "exp": _now() - dt.timedelta(hours=1)}),
+    "wrongly-signed": _token({"sub": "ana", "exp": _now() + dt.timedelta(hours=1)},
+                             key="another-key-of-at-least-32-bytes-long!!"),
+    "alg-none": jwt.encode({"sub": "ana", "exp": _now() + dt.timedelta(hours=1)}, None,
+                           algorithm="none"),
+    "hs512": _token({"sub": "ana", "exp": _now() + dt.timedelta(hours=1)}, algorithm="HS512"),
+    "no-exp": _token({"sub": "ana"}),
+    "no-sub": _token({"exp": _now() + dt.timedelta(hours=1)}),
+    "unknown-user": _token({"sub": "ghost", "exp": _now() + dt.timedelta(hours=1)}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+@pytest.mark.parametrize("kind", [None, *BAD_TOKENS])
+def test_bad_or_missing_token_is_401_with_bearer_challenge(
+    client: TestClient, users, method: str, path: str, kind: str | None
+) -> None:
+    """No token, garbage, expired, wrongly signed, alg=none ...: 401 + WWW-Authenticate: Bearer."""
+    headers = {} if kind is None else {"Authorization": f"Bearer {BAD_TOKENS[kind]}"}
+    response = client.request(method, path, headers=headers, json={"closes": [1.0] * 20})
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    if kind == "expired":
+        assert "expired" in response.json()["detail"]
+
+
+def test_token_of_inactive_user_is_401(client: TestClient, users, app_sessions) -> None:
+    """A deactivated account's token stops working at once."""
+    from app.features.auth.crud import get_by_username  # noqa: PLC0415
+    from tests.app.factories import create_user  # noqa: PLC0415
+
+    with app_sessions() as session:
+        create_user(session, "leaver")
+    token = client.post("/auth/token", data={"username": "leaver", "password": PASSWORD}).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert client.get("/auth/me", headers=headers).status_code == 200
+    with app_sessions() as session:
+        user = get_by_username(session, username="leaver")
+        assert user is not None
+        user.is_active = False
+        session.commit()
+    response = client.get("/auth/me", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    login = client.post("/auth/token", data={"username": "leaver", "password": PASSWORD})
+    assert login.status_code == 401
+
+
+def test_non_admin_on_admin_route_is_403(client: TestClient, user_headers) -> None:
+    """A regular user may not reload models: 403."""
+    response = client.post("/models/reload", headers=user_headers)
+    assert response.status_code == 403
+    assert "admin" in response.json()["detail"]
+
+
+def test_admin_route_without_token_is_401(client: TestClient) -> None:
+    """Without a token the admin route answers 401, not 403."""
+    response = client.post("/models/reload")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
