@@ -1,0 +1,46 @@
+"""Settings of the ML lifecycle (environment prefix ``ML_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import DEFAULT_MLFLOW_TRACKING_URI, DEFAULT_VAR_DIR, LayerSettings
+
+#: The seven tickers of the shipped snapshot: the default training list.
+DEFAULT_TICKERS = ("PETR4.SA", "VALE3.SA", "BBAS3.SA", "CMIG4.SA", "AAPL", "MSFT", "SPY")
+
+
+class MLSettings(LayerSettings):
+    """ML-lifecycle settings; ``DATABASE_URL`` and ``MLFLOW_TRACKING_URI`` are shared."""
+
+    model_config = SettingsConfigDict(env_prefix="ML_", env_file=".env", extra="ignore")
+
+    mlflow_tracking_uri: str = Field(
+        default=DEFAULT_MLFLOW_TRACKING_URI,
+        validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow tracking and registry URI: sqlite:///var/mlflow.db (embedded), "
+        "http://mlflow:5000 (a server), ...",
+    )
+    experiment_name: str = Field(default="stockcast-lstm", description="MLflow experiment")
+    artifact_root: Path | None = Field(
+        default=None,
+        description="artifact folder of the experiment on an embedded (sqlite/file) store; "
+        "default: 'mlartifacts' beside the SQLite file (var/mlartifacts)",
+    )
+    tickers: list[str] = Field(default=list(DEFAULT_TICKERS), description="default train list")
+    config_path: Path | None = Field(
+        default=None, description="training config YAML (default: training/configs/default.yaml)"
+    )
+    reports_dir: Path = Field(
+        default=DEFAULT_VAR_DIR / "reports", description="where the PNG plots are written"
+    )
+
+
+@lru_cache
+def get_settings() -> MLSettings:
+    """The process-wide settings, read once from the environment."""
+    return MLSettings()

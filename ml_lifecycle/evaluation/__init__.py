@@ -1,0 +1,1 @@
+"""Test-window metrics, the naive baseline and plots."""

@@ -1,0 +1,1 @@
+"""Logging the model to MLflow, registering it and the promotion gate."""

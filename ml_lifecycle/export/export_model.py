@@ -1,0 +1,179 @@
+"""Logging one trained model to MLflow 3 and registering it as a new model version.
+
+One logged pyfunc model per version (``name="model"``) carries everything needed to predict
+from raw bars, so ``models:/stock-lstm-<TICKER>@champion`` is enough to serve:
+
+* ``artifacts/metadata.json``: :class:`~common.model_contract.ModelMetadata` (lookback,
+  features, scaler parameters, last training date, test metrics);
+* ``artifacts/model.onnx``: the network, checked against Keras within :data:`ONNX_TOLERANCE`;
+* ``artifacts/model.keras``: the Keras network.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from common.model_contract import (
+    METRIC_TAG_PREFIX,
+    TICKER_TAG,
+    ModelMetadata,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Largest tolerated absolute difference between ONNX and Keras outputs (scaled units).
+ONNX_TOLERANCE = 1e-4
+#: Name of the logged model inside each run.
+MODEL_NAME = "model"
+#: Distributions the pyfunc needs at serving time (pinned to the versions used to train).
+PYFUNC_DISTRIBUTIONS = ("mlflow", "cloudpickle", "numpy", "pandas", "pydantic", "onnxruntime")
+
+
+class OnnxMismatchError(RuntimeError):
+    """The ONNX export does not reproduce the Keras network within :data:`ONNX_TOLERANCE`."""
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the pyfunc, e.g. ``["mlflow==3.17.2", "numpy==2.4.6", ...]``.
+
+    TensorFlow is deliberately absent: the pyfunc predicts through ONNX. Loading it also
+    needs this project's ``common``, ``data_pipeline`` and ``ml_lifecycle`` packages.
+    """
+    return [f"{d}=={importlib.metadata.version(d)}" for d in PYFUNC_DISTRIBUTIONS]
+
+
+def keras_predict(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Scaled Keras outputs, shape ``(n,)``, for windows ``(n, lookback, n_features)``."""
+    out = model.predict(x, verbose=0, batch_size=1024)
+    return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def export_onnx(model: Any, path: Path, sample: npt.NDArray[np.float32]) -> float:
+    """Export ``model`` to ONNX at ``path`` and check it against Keras on ``sample``.
+
+    The model is called once first (Keras needs built shapes), then exported with
+    ``model.export(path, format="onnx")``.
+
+    Args:
+        model: a built ``keras.Model``.
+        path: destination ``.onnx`` file.
+        sample: scaled real windows ``(n, lookback, n_features)`` to compare on.
+
+    Returns:
+        The largest absolute difference between ONNX and Keras outputs.
+
+    Raises:
+        OnnxMismatchError: if that difference exceeds :data:`ONNX_TOLERANCE`.
+    """
+    from ml_lifecycle.inference import OnnxNetwork  # noqa: PLC0415
+
+    model(sample[:1])
+    model.export(str(path), format="onnx", verbose=False)
+    diff = float(np.max(np.abs(OnnxNetwork(path)(sample) - keras_predict(model, sample))))
+    if not diff <= ONNX_TOLERANCE:
+        raise OnnxMismatchError(f"ONNX export differs from Keras by {diff:.2e} > {ONNX_TOLERANCE}")
+    return diff
+
+
+def bars_frame(dates: npt.ArrayLike, bars: dict[str, npt.ArrayLike]) -> pd.DataFrame:
+    """Raw bars as the pyfunc expects them: ``date`` (datetime64) and OHLCV columns."""
+    frame = pd.DataFrame({"date": pd.to_datetime(np.asarray(dates))})
+    for column in ("open", "high", "low", "close"):
+        frame[column] = np.asarray(bars[column], dtype=np.float64)
+    frame["volume"] = np.asarray(bars["volume"], dtype=np.int64)
+    return frame
+
+
+def input_schema() -> Any:
+    """Pyfunc input: ``date`` (datetime), ``open/high/low/close`` (double, listing currency)
+    and an optional ``volume`` (long, shares; the default features do not read it)."""
+    from mlflow.types import ColSpec, Schema  # noqa: PLC0415
+
+    return Schema(
+        [
+            ColSpec("datetime", "date"),
+            *(ColSpec("double", c) for c in ("open", "high", "low", "close")),
+            ColSpec("long", "volume", required=False),
+        ]
+    )
+
+
+def log_model_version(
+    *,
+    keras_model: Any,
+    metadata: ModelMetadata,
+    example_bars: pd.DataFrame,
+    work_dir: Path,
+    registered_name: str,
+    onnx_sample: npt.NDArray[np.float32],
+) -> tuple[str, float]:
+    """Log the pyfunc model to the active run and register it as a new version.
+
+    Args:
+        keras_model: the trained network.
+        metadata: written to ``artifacts/metadata.json``.
+        example_bars: raw bars (at least ``lookback`` rows) used to infer the signature.
+        work_dir: scratch folder for the artifact files.
+        registered_name: registered model name (``stock-lstm-<TICKER>``).
+        onnx_sample: scaled real windows for the ONNX check.
+
+    Returns:
+        ``(version, onnx_max_abs_diff)``; the version is a string such as ``"3"``.
+
+    Raises:
+        OnnxMismatchError: see :func:`export_onnx`.
+    """
+    import mlflow  # noqa: PLC0415
+    from mlflow.models import ModelSignature, infer_signature  # noqa: PLC0415
+
+    from ml_lifecycle.export.pyfunc_model import LstmForecaster  # noqa: PLC0415
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = work_dir / "metadata.json"
+    meta_path.write_text(metadata.model_dump_json(indent=2), encoding="utf-8")
+    onnx_path = work_dir / "model.onnx"
+    diff = export_onnx(keras_model, onnx_path, onnx_sample)
+    keras_path = work_dir / "model.keras"
+    keras_model.save(keras_path)
+    artifacts = {"metadata": str(meta_path), "onnx": str(onnx_path), "keras": str(keras_path)}
+
+    probe = LstmForecaster()
+    probe.load_context(type("Context", (), {"artifacts": artifacts})())
+    inferred = infer_signature(example_bars, probe.predict(None, example_bars))
+    signature = ModelSignature(inputs=input_schema(), outputs=inferred.outputs)
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=LstmForecaster(),
+        artifacts=artifacts,
+        pip_requirements=pip_requirements(),
+        signature=signature,
+        registered_model_name=registered_name,
+        metadata={"ticker": metadata.ticker, "lookback": metadata.lookback},
+    )
+    version = str(info.registered_model_version)
+    logger.info("%s: registered %s version %s", metadata.ticker, registered_name, version)
+    return version, diff
+
+
+def tag_version(
+    client: Any,
+    *,
+    name: str,
+    version: str,
+    ticker: str,
+    metrics: dict[str, float],
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Set ``ticker`` and ``metric.<name>`` tags (and ``extra``) on a model version."""
+    client.set_model_version_tag(name, version, TICKER_TAG, ticker)
+    for key, value in metrics.items():
+        client.set_model_version_tag(name, version, f"{METRIC_TAG_PREFIX}{key}", f"{value:.6g}")
+    for key, text in (extra or {}).items():
+        client.set_model_version_tag(name, version, key, text[:5000])

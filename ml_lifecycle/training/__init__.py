@@ -1,0 +1,1 @@
+"""Leak-free preprocessing, hyperparameters and the training loop."""
