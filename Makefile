@@ -7,7 +7,7 @@ EXTRAS ?= pipeline,ml,api,dev
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run ingest test lint format clean tools
+.PHONY: install run ingest test lint format clean tools evaluate
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ run: $(STAMP)
 	$(BIN)/python -m data_pipeline ingest --source auto --no-findings > var/ingest-summary.json
 	@echo "ingest summary written to var/ingest-summary.json"
 	$(BIN)/python -m data_pipeline coverage
+
+## evaluate: train the default LSTM for the seven snapshot tickers, print LSTM vs naive (test window)
+evaluate: $(STAMP)
+	@mkdir -p var
+	$(BIN)/alembic upgrade head
+	$(BIN)/python -m data_pipeline ingest --source snapshot --no-findings > var/ingest-summary.json
+	@status=0; $(BIN)/python -m ml_lifecycle train \
+		--tickers PETR4.SA VALE3.SA BBAS3.SA CMIG4.SA AAPL MSFT SPY > var/train-summary.json || status=$$?; \
+	$(BIN)/python -m ml_lifecycle report var/train-summary.json | tee var/evaluation.md; \
+	echo "train summary: var/train-summary.json, table: var/evaluation.md, plots: var/reports/"; \
+	exit $$status
 
 ## test: lint, type-check, then the whole suite (Postgres tests need 127.0.0.1:5432)
 test: lint tools
