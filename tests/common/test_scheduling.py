@@ -83,9 +83,14 @@ def test_invalid_cron_is_a_value_error_quoting_the_expression(cron, fragment):
 
 
 def test_invalid_cron_stops_scheduled_mode_before_the_job_runs():
-    ran = []
+    ran: list[int] = []
+
+    def job() -> int:
+        ran.append(1)
+        return 0
+
     with pytest.raises(ValueError, match=r"'0 22 \* \*'"):
-        run_on_schedule(lambda: ran.append(1) or 0, cron="0 22 * *", once=False, name="ingest")
+        run_on_schedule(job, cron="0 22 * *", once=False, name="ingest")
     assert ran == []
 
 

