@@ -63,7 +63,11 @@ def create_app(
         if configure_logs:
             configure_logging(active.log_level)
         engine = create_db_engine(active.database_url)
-        served = predictor or Predictor(tracking_uri=active.mlflow_tracking_uri)
+        served = (
+            predictor
+            if predictor is not None
+            else Predictor(tracking_uri=active.mlflow_tracking_uri)
+        )
         app.state.settings = active
         app.state.session_factory = make_session_factory(engine)
         app.state.predictor = served

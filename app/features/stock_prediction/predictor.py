@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
@@ -270,6 +271,8 @@ class Predictor:
     def _download(self, name: str, version: str) -> ServedModel:
         from mlflow.artifacts import download_artifacts  # noqa: PLC0415
 
+        # no progress bars in the server's log (an explicit setting wins)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         base = f"models:/{name}/{version}"
         with tempfile.TemporaryDirectory(prefix="stockcast-model-") as tmp:
             paths = {}
