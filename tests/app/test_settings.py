@@ -1,0 +1,69 @@
+"""The app refuses to start with an unsafe secret key."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from app.core.config import AppSettings, get_settings
+from app.main import create_app
+
+
+def _settings(**values: object) -> AppSettings:
+    return AppSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("key", ["change-me", "CHANGEME", "secret", " changethis "])
+def test_placeholder_secret_key_is_refused(key: str) -> None:
+    """A placeholder key is refused in any environment, with a hint to generate one."""
+    for environment in ("development", "production"):
+        with pytest.raises(ValidationError, match="placeholder"):
+            _settings(secret_key=key, environment=environment)
+
+
+def test_short_secret_key_is_refused() -> None:
+    """A key shorter than 32 bytes is refused, saying how long it is."""
+    with pytest.raises(ValidationError, match="31 bytes; at least 32"):
+        _settings(secret_key="k" * 31, environment="production")
+
+
+def test_production_requires_a_secret_key() -> None:
+    """Outside development the key is required."""
+    with pytest.raises(ValidationError, match="APP_SECRET_KEY is required"):
+        _settings(environment="production")
+
+
+def test_development_without_key_generates_one_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """In development a random per-process key is generated (different each time) with a warning."""
+    with caplog.at_level(logging.WARNING, logger="app.core.config"):
+        first, second = _settings(), _settings()
+    assert len(first.signing_key.encode()) >= 32
+    assert first.signing_key != second.signing_key
+    assert "APP_SECRET_KEY is not set" in caplog.text
+
+
+def test_app_refuses_to_start_with_a_placeholder_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APP_SECRET_KEY=change-me in the environment: the server does not start."""
+    monkeypatch.setenv("APP_SECRET_KEY", "change-me")
+    get_settings.cache_clear()
+    try:
+        app = create_app(configure_logs=False)
+        with pytest.raises(ValidationError, match="placeholder"), TestClient(app):
+            pass
+    finally:
+        get_settings.cache_clear()
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APP_* and the shared DATABASE_URL / MLFLOW_TRACKING_URI configure the app."""
+    monkeypatch.setenv("APP_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("APP_MAX_HORIZON", "10")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///x.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    settings = _settings()
+    assert settings.max_horizon == 10
+    assert settings.database_url == "sqlite:///x.db"
+    assert settings.mlflow_tracking_uri == "http://mlflow:5000"
