@@ -17,13 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: the demo on the embedded default (SQLite + MLflow under ./var), offline-capable
+## run: the demo on the embedded default (SQLite + MLflow under ./var), offline-capable:
+##      migrate, ingest, train missing champions, create user demo, serve on 127.0.0.1:8000
 run: $(STAMP)
 	@mkdir -p var
 	$(BIN)/alembic upgrade head
 	$(BIN)/python -m data_pipeline ingest --source auto --no-findings > var/ingest-summary.json
-	@echo "ingest summary written to var/ingest-summary.json"
+	@$(BIN)/python -c "import json; s = json.load(open('var/ingest-summary.json')); \
+	print('ingest: bars served by', ' and '.join(sorted({t['source'] for t in s['tickers'] if t['ok']})) or 'nothing', \
+	'(summary in var/ingest-summary.json)')"
 	$(BIN)/python -m data_pipeline coverage
+	$(BIN)/python -m ml_lifecycle train --missing-only > var/train-summary.json
+	@echo "training summary written to var/train-summary.json"
+	$(BIN)/python -m app ensure-demo-user --base-url http://127.0.0.1:8000
+	$(BIN)/python -m app serve --host 127.0.0.1 --port 8000
 
 ## evaluate: train the default LSTM for the seven snapshot tickers, print LSTM vs naive (test window)
 evaluate: $(STAMP)

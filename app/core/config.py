@@ -65,6 +65,11 @@ class AppSettings(LayerSettings):
                 raise InsecureSecretKeyError(
                     "APP_SECRET_KEY is required when APP_ENVIRONMENT is not development"
                 )
+            if self.workers > 1:
+                raise InsecureSecretKeyError(
+                    "APP_SECRET_KEY is required with APP_WORKERS > 1 "
+                    "(each worker would sign tokens with its own random key)"
+                )
             logger.warning(
                 "APP_SECRET_KEY is not set: using a random key for this process "
                 "(tokens stop working on restart; set it outside development)"

@@ -67,3 +67,9 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.max_horizon == 10
     assert settings.database_url == "sqlite:///x.db"
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
+
+
+def test_several_workers_need_a_shared_secret_key() -> None:
+    """With APP_WORKERS > 1 a per-process random key would break tokens: refused."""
+    with pytest.raises(ValidationError, match="APP_WORKERS > 1"):
+        _settings(workers=2)
