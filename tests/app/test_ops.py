@@ -36,6 +36,7 @@ def test_models_lists_the_served_champion_with_metrics(
     assert model["lookback"] == LOOKBACK and model["accepts_closes"] is True
     assert model["metrics"]["mase"] == pytest.approx(registry.summary.metrics["mase"], rel=1e-5)
     assert model["metrics"]["mae"] > 0 and model["metrics"]["mape"] > 0
+    assert model["metrics"]["naive_mase"] > 0
 
 
 def test_metrics_expose_prediction_counters_latency_and_model_version(

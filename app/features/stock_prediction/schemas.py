@@ -15,10 +15,12 @@ EXAMPLE_CLOSES: list[JsonValue] = [
 
 
 class ModelMetrics(BaseModel):
-    """Test-window metrics of the model, as computed by ml_lifecycle (walk-forward test split).
+    """Test-window metrics of the model and of the naive (persistence) baseline.
 
-    ``mae`` and ``rmse`` are in the listing currency, ``mape`` in percent, ``mase`` is the MAE
-    relative to the naive (persistence) baseline's MAE (< 1 beats the baseline).
+    Computed by ml_lifecycle on the chronological test split of one-step-ahead forecasts
+    (Hyndman & Koehler 2006): ``mae``/``rmse`` in the listing currency, ``mape`` and
+    ``directional_accuracy`` in percent, ``mase`` = MAE / in-sample MAE of the naive forecast
+    on the training closes. The model beats the naive baseline when ``mase < naive_mase``.
     """
 
     mae: float | None = None
@@ -26,6 +28,9 @@ class ModelMetrics(BaseModel):
     mape: float | None = None
     mase: float | None = None
     directional_accuracy: float | None = None
+    naive_mae: float | None = None
+    naive_mape: float | None = None
+    naive_mase: float | None = None
 
 
 class ModelInfo(BaseModel):
