@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,17 +147,20 @@ def log_model_version(
 
     probe = LstmForecaster()
     probe.load_context(type("Context", (), {"artifacts": artifacts})())
-    inferred = infer_signature(example_bars, probe.predict(None, example_bars))
-    signature = ModelSignature(inputs=input_schema(), outputs=inferred.outputs)
-    info = mlflow.pyfunc.log_model(
-        name=MODEL_NAME,
-        python_model=LstmForecaster(),
-        artifacts=artifacts,
-        pip_requirements=pip_requirements(),
-        signature=signature,
-        registered_model_name=registered_name,
-        metadata={"ticker": metadata.ticker, "lookback": metadata.lookback},
-    )
+    with warnings.catch_warnings():
+        # "no input example" and "integer column" hints: the signature is declared explicitly
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        inferred = infer_signature(example_bars, probe.predict(None, example_bars))
+        signature = ModelSignature(inputs=input_schema(), outputs=inferred.outputs)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=LstmForecaster(),
+            artifacts=artifacts,
+            pip_requirements=pip_requirements(),
+            signature=signature,
+            registered_model_name=registered_name,
+            metadata={"ticker": metadata.ticker, "lookback": metadata.lookback},
+        )
     version = str(info.registered_model_version)
     logger.info("%s: registered %s version %s", metadata.ticker, registered_name, version)
     return version, diff
