@@ -152,3 +152,25 @@ def test_multi_step_forecast_holds_the_last_bars_ohlc_features() -> None:
     r2 = (-2 * r1 + 3 * hl) / 6
     assert forecast.log_returns == pytest.approx([r1, r2], rel=1e-5)
     assert forecast.closes == pytest.approx([10 * np.exp(r1), 10 * np.exp(r1 + r2)], rel=1e-5)
+
+
+def test_predictor_ignores_mlflows_process_wide_uris(
+    registry: Registry, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The champion loads from the predictor's own tracking URI even when MLflow's global
+    tracking/registry URI (and MLFLOW_TRACKING_URI) point elsewhere, as in `python -m app serve`."""
+    import mlflow  # noqa: PLC0415
+
+    saved = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(elsewhere)
+    mlflow.set_registry_uri(elsewhere)
+    try:
+        predictor = Predictor(tracking_uri=registry.tracking_uri)
+        report = predictor.reload()
+        assert report.failed == {}
+        assert predictor.get(TICKER).version == registry.version
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])

@@ -2,10 +2,12 @@
 
 Where models come from (see :mod:`common.model_contract`): every registered model named
 ``stock-lstm-*`` with a ``champion`` alias; the alias is resolved to a version ``v`` and the two
-artifacts ``artifacts/metadata.json`` and ``artifacts/model.onnx`` of ``models:/<name>/<v>``
-are downloaded (resolving the alias first means the version served and reported is exactly
-the one downloaded, even if the alias moves meanwhile). The network runs in onnxruntime, one
-intra-op thread per session; TensorFlow is never imported.
+artifacts ``artifacts/metadata.json`` and ``artifacts/model.onnx`` of that version (the
+content of ``models:/<name>@champion``) are downloaded from the version's artifact location.
+Resolving the alias first means the version served and reported is exactly the one
+downloaded, even if the alias moves meanwhile; resolving the location with our own client
+keeps MLflow's process-global tracking/registry URI out of the way. The network runs in
+onnxruntime, one intra-op thread per session; TensorFlow is never imported.
 
 New champions are picked up without a restart: :meth:`Predictor.reload` (called at startup,
 by a polling thread every ``APP_MODEL_POLL_SECONDS`` and by ``POST /models/reload``) loads
@@ -273,27 +275,32 @@ class Predictor:
 
         # no progress bars in the server's log (an explicit setting wins)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        base = f"models:/{name}/{version}"
+        label = f"models:/{name}/{version}"
+        try:
+            # resolved with our own client: a ``models:/`` URI would be resolved against
+            # MLflow's process-global registry URI, not ``self.registry_uri``
+            root = str(self._client().get_model_version_download_uri(name, version)).rstrip("/")
+        except Exception as exc:
+            raise ModelLoadError(f"{label}: cannot resolve its artifact location: {exc}") from exc
         with tempfile.TemporaryDirectory(prefix="stockcast-model-") as tmp:
             paths = {}
             for artifact in (METADATA_ARTIFACT, ONNX_ARTIFACT):
                 try:
                     paths[artifact] = Path(
                         download_artifacts(
-                            artifact_uri=f"{base}/{artifact}",
+                            artifact_uri=f"{root}/{artifact}",
                             dst_path=tmp,
                             tracking_uri=self.tracking_uri,
-                            registry_uri=self.registry_uri,
                         )
                     )
                 except Exception as exc:
-                    raise ModelLoadError(f"{base}: cannot download {artifact}: {exc}") from exc
+                    raise ModelLoadError(f"{label}: cannot download {artifact}: {exc}") from exc
             try:
                 metadata = ModelMetadata.model_validate_json(
                     paths[METADATA_ARTIFACT].read_text(encoding="utf-8")
                 )
             except ValueError as exc:
-                raise ModelLoadError(f"{base}: invalid {METADATA_ARTIFACT}: {exc}") from exc
+                raise ModelLoadError(f"{label}: invalid {METADATA_ARTIFACT}: {exc}") from exc
             onnx_bytes = paths[ONNX_ARTIFACT].read_bytes()
         return build_served_model(
             name=name, version=version, metadata=metadata, onnx_bytes=onnx_bytes
