@@ -21,7 +21,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     """
     header = (
         "| ticker | test window | MAE LSTM | MAE naive | MAPE % LSTM | MAPE % naive "
-        "| MASE LSTM | MASE naive | dir. acc. % LSTM | up days % | lower MASE | train s |\n"
+        "| MASE LSTM | MASE naive | dir. acc. % LSTM | up days % | lower MASE | time s |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
     )
     rows = [header]
