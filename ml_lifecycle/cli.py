@@ -1,4 +1,4 @@
-"""Command line of the ML lifecycle: ``python -m ml_lifecycle train|evaluate|report``.
+"""Command line of the ML lifecycle: ``python -m ml_lifecycle train|evaluate|report|schedule``.
 
 Progress goes to stderr as log lines (one per epoch, one per ticker); the JSON summary goes
 to stdout. Exit codes: 0 every ticker succeeded, 1 at least one failed, 2 bad usage or
@@ -104,7 +104,39 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="print a Markdown table of LSTM vs naive from a train JSON summary"
     )
     report.add_argument("summary", type=Path, help="file written by `train` (its stdout)")
+
+    schedule = sub.add_parser(
+        "schedule",
+        help="train the default tickers at every ML_SCHEDULE_CRON fire time, or --once",
+    )
+    schedule.add_argument(
+        "--once",
+        action="store_true",
+        help="run one training now and exit with its status (host crontab, Kubernetes CronJob)",
+    )
     return parser
+
+
+#: Default of ML_SCHEDULE_CRON: Saturdays at 03:00 (crontab syntax, local time zone).
+DEFAULT_SCHEDULE_CRON = "0 3 * * 6"
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    """``schedule [--once]``: ``train`` with the default settings, on ML_SCHEDULE_CRON.
+
+    Each run is a full ``train`` (fresh connections, MLflow checked), so a database or
+    MLflow outage fails that run only; the schedule goes on.
+    """
+    from common.scheduling import run_on_schedule  # noqa: PLC0415 - only this command needs it
+
+    cron = getattr(get_settings(), "schedule_cron", None) or os.environ.get(
+        "ML_SCHEDULE_CRON", DEFAULT_SCHEDULE_CRON
+    )
+    try:
+        return run_on_schedule(lambda: main(["train"]), cron=cron, once=args.once, name="train")
+    except ValueError as exc:
+        print(f"error: ML_SCHEDULE_CRON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _first_line(exc: BaseException) -> str:
@@ -232,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     if args.command == "report":
         return _report(args)
+    if args.command == "schedule":
+        return _schedule(args)
 
     from ml_lifecycle.tracking import MLflowUnavailableError, check_tracking  # noqa: PLC0415
 
