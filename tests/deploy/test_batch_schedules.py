@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -121,3 +122,96 @@ def test_long_running_schedule_logs_the_next_fire_time_and_stops_on_sigterm(
     assert proc.returncode == 0
     assert "ingest: received SIGTERM, stopping" in rest
     assert stored_tickers(sqlite_url) == {}  # nothing ran before the first fire time
+
+
+def ml_env(database_url: str, tracking_uri: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "TZ": "UTC",
+        **extra,
+    }
+
+
+def test_ml_schedule_with_an_invalid_cron_exits_2_naming_the_variable(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A typo in ML_SCHEDULE_CRON: the training container exits at once with the reason."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ml_lifecycle", "schedule"],
+        capture_output=True,
+        text=True,
+        env=ml_env(sqlite_url, f"sqlite:///{tmp_path / 'mlflow.db'}", ML_SCHEDULE_CRON="0 3 * *"),
+        cwd=REPO_ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "error: ML_SCHEDULE_CRON: invalid cron expression '0 3 * *'" in result.stderr
+
+
+def test_ml_schedule_defaults_to_saturday_0300_and_stops_on_sigterm(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    env = ml_env(sqlite_url, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    env.pop("ML_SCHEDULE_CRON", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ml_lifecycle", "schedule"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # no .env here: the default applies
+    )
+    try:
+        assert proc.stderr is not None
+        line = next(line for line in proc.stderr if "next run at" in line)
+        assert "train: scheduled with cron '0 3 * * 6'" in line
+        fire = dt.datetime.fromisoformat(line.strip().rsplit(" ", 1)[-1])
+        assert (fire.isoweekday(), fire.hour, fire.minute) == (6, 3, 0)  # Saturday 03:00
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "train: received SIGTERM, stopping" in rest
+
+
+@pytest.mark.slow
+def test_ml_schedule_once_trains_and_registers_a_champion(
+    tmp_path: Path, sqlite_url: str, prices_dir: Path
+) -> None:
+    """The training CronJob: one run of ``train`` on ML_TICKERS, exit 0, a champion registered."""
+    ingest = subprocess.run(
+        [sys.executable, "-m", "data_pipeline", "ingest", "--source", "snapshot",
+         "--snapshot-dir", str(prices_dir), "--tickers", "PETR4.SA", "--no-findings"],
+        capture_output=True, text=True, env=pipeline_env(sqlite_url), cwd=REPO_ROOT,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert ingest.returncode == 0, ingest.stderr
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("lookback: 20\nunits: 8\nepochs: 2\nhistory_bars: 800\n")
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "ml_lifecycle", "schedule", "--once"],
+        capture_output=True,
+        text=True,
+        env=ml_env(
+            sqlite_url, tracking_uri, ML_TICKERS='["PETR4.SA"]', ML_CONFIG_PATH=str(tiny),
+            ML_REPORTS_DIR=str(tmp_path / "reports"), ML_SCHEDULE_CRON="not used with --once",
+        ),
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train: run started" in result.stderr
+    assert "train: run finished in" in result.stderr
+    assert "with exit status 0" in result.stderr
+    summary = json.loads(result.stdout)
+    assert [t["ticker"] for t in summary["tickers"]] == ["PETR4.SA"]
+    from ml_lifecycle.workflow import has_champion  # noqa: PLC0415
+
+    assert has_champion(ticker="PETR4.SA", tracking_uri=tracking_uri)

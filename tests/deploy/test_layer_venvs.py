@@ -146,7 +146,7 @@ def test_ml_layer_installs_and_its_entry_point_and_mlflow_server_start(
     env = layer_env(python, f"sqlite:///{workdir / 'stockcast.db'}")
     helped = run(python, "-m", "ml_lifecycle", "--help", cwd=workdir, env=env)
     assert helped.returncode == 0, helped.stderr
-    assert "train" in helped.stdout
+    assert "train" in helped.stdout and "schedule" in helped.stdout
     server = run(python.parent / "mlflow", "server", "--help", cwd=workdir, env=env)
     assert server.returncode == 0, server.stderr
     assert "--serve-artifacts" in server.stdout
