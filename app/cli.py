@@ -4,7 +4,8 @@ Passwords are never taken from the command line: ``create-user`` prompts for one
 the first line of stdin when stdin is not a terminal); ``ensure-demo-user`` takes
 ``DEMO_PASSWORD`` or generates one and prints it once.
 
-Exit codes: 0 done, 1 user invalid or already exists, 2 bad usage, 3 database down.
+Exit codes: 0 done, 1 user invalid or already exists, 2 bad usage or settings (e.g. a
+placeholder APP_SECRET_KEY), 3 database down.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ import secrets
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.logging_setup import configure_logging
+from common.settings import LayerSettings
 
 logger = logging.getLogger("app")
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
 DEMO_USERNAME = "demo"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ensure-demo-user",
         help="create user 'demo' unless it exists (password: DEMO_PASSWORD or generated)",
     )
-    demo.add_argument("--base-url", default=None, help="URL printed in the commands to try")
+    demo.add_argument(
+        "--base-url", default=None, help=f"URL in the commands to try (default {DEFAULT_BASE_URL})"
+    )
     recent = sub.add_parser("recent-predictions", help="print the newest prediction_log rows")
     recent.add_argument("--limit", type=int, default=10)
     recent.add_argument("--ticker", default=None)
@@ -85,7 +91,7 @@ def _try_commands(base_url: str, password: str | None) -> str:
     return f"""
 Try it (the API serves on {base_url}; docs at {base_url}/docs):
 
-  T=$(curl -s -X POST {base_url}/auth/token -d 'username={DEMO_USERNAME}&password={shown}' \\
+  T=$(curl -s -X POST {base_url}/auth/token -d "username={DEMO_USERNAME}&password={shown}" \\
       | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -H "Authorization: Bearer $T" '{base_url}/predict/PETR4.SA?horizon=5'
   curl {base_url}/models
@@ -147,14 +153,15 @@ def _create_user(session: Session, *, username: str, admin: bool, if_missing: bo
 
 
 def _database_command(args: argparse.Namespace) -> int:
-    settings = get_settings()
+    # only the database URL is needed: no token-signing key (and no warning about it)
+    settings = LayerSettings()
     engine = create_db_engine(settings.database_url)
     try:
         with make_session_factory(engine)() as session:
             if args.command == "recent-predictions":
                 _print_recent(session, limit=args.limit, ticker=args.ticker)
             elif args.command == "ensure-demo-user":
-                base_url = args.base_url or f"http://{settings.host}:{settings.port}"
+                base_url = args.base_url or DEFAULT_BASE_URL
                 _ensure_demo_user(session, base_url=base_url)
             else:
                 _create_user(
@@ -179,8 +186,14 @@ def _database_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level)
     if args.command == "serve":
+        try:
+            settings = get_settings()
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            print(f"error: invalid settings: {problems}", file=sys.stderr)
+            return EXIT_USAGE
+        configure_logging(settings.log_level)
         return _serve(args)
+    configure_logging(LayerSettings().log_level)
     return _database_command(args)

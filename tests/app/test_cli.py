@@ -105,3 +105,15 @@ def test_recent_predictions_on_an_empty_log(fresh_pg_url: str) -> None:
     result = run_cli(fresh_pg_url, "recent-predictions")
     assert result.returncode == 0, result.stderr
     assert "predicted_close" in result.stdout and "no predictions logged yet" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("change-me", "placeholder"), ("short-key", "9 bytes; at least 32")],
+)
+def test_serve_refuses_an_unsafe_secret_key(fresh_pg_url: str, key: str, message: str) -> None:
+    """`serve` with a placeholder or short APP_SECRET_KEY exits 2 with one line, no server."""
+    result = run_cli(fresh_pg_url, "serve", "--port", "1", env={"APP_SECRET_KEY": key})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid settings: APP_SECRET_KEY")
+    assert message in result.stderr
