@@ -152,7 +152,7 @@ def admin_headers(client: TestClient, users: dict[str, str]) -> dict[str, str]:
 
 def weekdays_after(day: dt.date, n: int) -> list[dt.date]:
     """The ``n`` weekdays after ``day`` (independent re-implementation for assertions)."""
-    out = []
+    out: list[dt.date] = []
     while len(out) < n:
         day += dt.timedelta(days=1)
         if day.isoweekday() <= 5:

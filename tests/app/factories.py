@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -18,14 +19,14 @@ PASSWORD = "correct horse battery staple"
 
 def make_settings(*, database_url: str, tracking_uri: str, **overrides: object) -> AppSettings:
     """Settings for a test app (no .env file, no registry polling unless asked)."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "DATABASE_URL": database_url,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "secret_key": SECRET_KEY,
         "model_poll_seconds": 0,
         **overrides,
     }
-    return AppSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    return AppSettings(_env_file=None, **values)
 
 
 def create_user(session: Session, username: str, *, admin: bool = False) -> None:

@@ -77,8 +77,8 @@ BAD_TOKENS = {
                        "exp": _now() - dt.timedelta(hours=1)}),
     "wrongly-signed": _token({"sub": "ana", "exp": _now() + dt.timedelta(hours=1)},
                              key="another-key-of-at-least-32-bytes-long!!"),
-    "alg-none": jwt.encode({"sub": "ana", "exp": _now() + dt.timedelta(hours=1)}, None,
-                           algorithm="none"),
+    "alg-none": jwt.encode({"sub": "ana", "exp": _now() + dt.timedelta(hours=1)},
+                           None, algorithm="none"),  # type: ignore[arg-type]
     "hs512": _token({"sub": "ana", "exp": _now() + dt.timedelta(hours=1)}, algorithm="HS512"),
     "no-exp": _token({"sub": "ana"}),
     "no-sub": _token({"exp": _now() + dt.timedelta(hours=1)}),

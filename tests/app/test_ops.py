@@ -77,7 +77,7 @@ def _register_copy(registry: Registry, *, source: str | None = None) -> str:
     client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
     base = client.get_model_version(registry.name, registry.version)
     created = client.create_model_version(
-        registry.name, source=source or base.source, run_id=base.run_id
+        registry.name, source=source or str(base.source), run_id=base.run_id
     )
     return str(created.version)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,8 +13,8 @@ from app.core.config import AppSettings, get_settings
 from app.main import create_app
 
 
-def _settings(**values: object) -> AppSettings:
-    return AppSettings(_env_file=None, **values)  # type: ignore[call-arg]
+def _settings(**values: Any) -> AppSettings:
+    return AppSettings(_env_file=None, **values)
 
 
 @pytest.mark.parametrize("key", ["change-me", "CHANGEME", "secret", " changethis "])
