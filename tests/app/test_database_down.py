@@ -119,6 +119,33 @@ def test_model_without_stored_bars_is_404_naming_the_bars(
         assert "needs the last 20" in response.json()["detail"]
 
 
+def test_fewer_bars_than_the_lookback_is_404_with_the_counts(
+    fresh_pg_url: str, registry: Registry, shared_predictor: Predictor
+) -> None:
+    """5 stored bars for a model with lookback 20: 404 saying how many are stored and needed."""
+    import datetime as dt  # noqa: PLC0415
+
+    from data_pipeline.storage.feature_store import upsert_bars  # noqa: PLC0415
+
+    engine = create_db_engine(fresh_pg_url)
+    with make_session_factory(engine)() as session:
+        rows = [
+            {"date": dt.date(2024, 1, 1 + i), "open": 30.0, "high": 31.0, "low": 29.0,
+             "close": 30.5, "volume": 1000}
+            for i in range(5)
+        ]  # fmt: skip
+        upsert_bars(session, ticker=TICKER, rows=rows, source="snapshot")
+        session.commit()
+    engine.dispose()
+    with _app_on(fresh_pg_url, registry, shared_predictor) as client:
+        headers = {"Authorization": f"Bearer {login(client, 'ana')}"}
+        response = client.get(f"/predict/{TICKER}", headers=headers)
+        assert response.status_code == 404
+        assert response.json()["detail"].startswith(
+            f"only 5 price bars are stored for {TICKER}; the model needs the last 20"
+        )
+
+
 def test_ready_fails_without_models(fresh_pg_url: str, registry: Registry, tmp_path: Path) -> None:
     """With an empty registry /ready answers 503 (models_loaded 0) and /predict 404."""
     empty = Predictor(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}")
