@@ -145,6 +145,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(detail).__name__
 
 
+def _tracking_down(tracking_uri: str) -> str | None:
+    """After an unexpected error: the reason if the tracking store went away, else None."""
+    from ml_lifecycle.tracking import MLflowUnavailableError, check_tracking  # noqa: PLC0415
+
+    try:
+        check_tracking(tracking_uri)
+    except MLflowUnavailableError as exc:
+        return str(exc)
+    return None
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -200,6 +211,11 @@ def _train(args: argparse.Namespace, session_factory: Any, tracking_uri: str) ->
         except OperationalError:
             raise
         except Exception as exc:
+            down = _tracking_down(tracking_uri)
+            if down is not None:
+                print(summary_json(summaries))
+                print(f"error: {down} (while training {requested})", file=sys.stderr)
+                return EXIT_UNAVAILABLE
             summary = TickerTrainSummary(
                 ticker=requested, error=f"{type(exc).__name__}: {_first_line(exc)}"
             )
@@ -237,6 +253,10 @@ def _evaluate(args: argparse.Namespace, session_factory: Any, tracking_uri: str)
         except OperationalError:
             raise
         except Exception as exc:
+            down = _tracking_down(tracking_uri)
+            if down is not None:
+                print(f"error: {down} (while evaluating {requested})", file=sys.stderr)
+                return EXIT_UNAVAILABLE
             logger.exception("%s: evaluation failed", requested)
             results.append({"ticker": requested, "ok": False, "error": _first_line(exc)})
     ok = all(r["ok"] for r in results)
