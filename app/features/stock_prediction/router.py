@@ -106,9 +106,9 @@ def predict_from_closes(
         PredictFromClosesRequest,
         Body(
             openapi_examples={
-                "lookback_20": {
-                    "summary": "20 closes (a model with lookback 20)",
-                    "value": {"closes": EXAMPLE_CLOSES, "as_of_date": "2023-12-29"},
+                "lookback_30": {
+                    "summary": "30 PETR4.SA closes (a model with lookback 30)",
+                    "value": {"closes": EXAMPLE_CLOSES, "as_of_date": "2023-12-28"},
                 }
             }
         ),

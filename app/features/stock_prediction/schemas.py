@@ -7,10 +7,12 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-#: An example lookback window (20 real PETR4.SA closes, BRL, oldest first).
+#: An example lookback window: the 30 adjusted closes of PETR4.SA (BRL) from 2023-11-16 to
+#: 2023-12-28 in the shipped snapshot, oldest first (the default lookback is 30).
 EXAMPLE_CLOSES: list[JsonValue] = [
-    36.00, 36.19, 36.07, 36.45, 36.40, 36.86, 37.02, 36.78, 36.55, 36.90,
-    37.10, 37.26, 37.05, 37.34, 37.60, 37.49, 37.81, 37.70, 37.95, 38.14,
+    24.31, 25.10, 25.12, 24.86, 24.99, 24.99, 25.06, 24.92, 25.30, 25.04,
+    25.52, 25.35, 24.81, 24.69, 23.81, 23.75, 24.51, 24.42, 24.22, 24.57,
+    25.10, 25.16, 25.47, 25.76, 25.85, 25.86, 26.11, 26.53, 26.55, 26.46,
 ]  # fmt: skip
 
 
@@ -70,7 +72,7 @@ class PredictFromClosesRequest(BaseModel):
     """Closes supplied by the client: exactly the model's lookback, oldest first."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"closes": EXAMPLE_CLOSES, "as_of_date": "2023-12-29"}]}
+        json_schema_extra={"examples": [{"closes": EXAMPLE_CLOSES, "as_of_date": "2023-12-28"}]}
     )
 
     closes: list[float] = Field(
