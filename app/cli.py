@@ -26,6 +26,7 @@ from app.core.config import get_settings
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.logging_setup import configure_logging
 from common.settings import LayerSettings
+from common.tickers import normalize_ticker
 
 logger = logging.getLogger("app")
 
@@ -159,7 +160,8 @@ def _database_command(args: argparse.Namespace) -> int:
     try:
         with make_session_factory(engine)() as session:
             if args.command == "recent-predictions":
-                _print_recent(session, limit=args.limit, ticker=args.ticker)
+                ticker = normalize_ticker(args.ticker) if args.ticker else None
+                _print_recent(session, limit=args.limit, ticker=ticker)
             elif args.command == "ensure-demo-user":
                 base_url = args.base_url or DEFAULT_BASE_URL
                 _ensure_demo_user(session, base_url=base_url)
@@ -167,7 +169,7 @@ def _database_command(args: argparse.Namespace) -> int:
                 _create_user(
                     session, username=args.username, admin=args.admin, if_missing=args.if_missing
                 )
-    except ValueError as exc:  # InvalidUserError, mismatched passwords
+    except ValueError as exc:  # InvalidUserError, InvalidTickerError, mismatched passwords
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except (OperationalError, InterfaceError) as exc:
