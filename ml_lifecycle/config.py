@@ -35,6 +35,10 @@ class MLSettings(LayerSettings):
     config_path: Path | None = Field(
         default=None, description="training config YAML (default: training/configs/default.yaml)"
     )
+    schedule_cron: str = Field(
+        default="0 3 * * 6",
+        description="cron of `python -m ml_lifecycle schedule` (Saturdays 03:00)",
+    )
     reports_dir: Path = Field(
         default=DEFAULT_VAR_DIR / "reports", description="where the PNG plots are written"
     )
