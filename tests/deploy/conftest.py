@@ -7,11 +7,14 @@ A missing tool skips its tests on a developer machine and fails them under ``CI=
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +93,30 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def run_compose(
+    compose_bin: Path, env_file: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose --env-file ENV -f docker-compose.yml ARGS`` with a clean environment."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent)}
+    env.update(extra_env or {})
+    return subprocess.run(
+        [
+            str(compose_bin), "--env-file", str(env_file), "-f", str(COMPOSE_FILE),
+            "--project-directory", str(REPO_ROOT), *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def render_compose(compose_bin: Path, env_file: Path) -> dict[str, Any]:
+    """The stack as ``docker-compose config --format json`` renders it with ``env_file``."""
+    result = run_compose(compose_bin, env_file, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config

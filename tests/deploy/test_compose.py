@@ -7,9 +7,7 @@ stack; these tests run it the way a user does (``--env-file .env``) and read wha
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +16,12 @@ import yaml
 
 from common.scheduling import cron_trigger
 from tests.conftest import REPO_ROOT
-from tests.deploy.conftest import COMPOSE_FILE, DEPLOY_DIR, ENV_EXAMPLE
+from tests.deploy.conftest import COMPOSE_FILE, DEPLOY_DIR, ENV_EXAMPLE, render_compose, run_compose
 
 REQUIRED_SECRETS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "APP_SECRET_KEY")
 SERVICES = {
     "postgres", "mlflow", "migrate", "api", "data-pipeline", "ml-lifecycle", "prometheus", "grafana"
 }  # fmt: skip
-
-
-def compose(
-    compose_bin: Path, env_file: Path, *args: str, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``docker-compose --env-file ENV -f docker-compose.yml ARGS`` with a clean environment."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent)}
-    env.update(extra_env or {})
-    return subprocess.run(
-        [
-            str(compose_bin), "--env-file", str(env_file), "-f", str(COMPOSE_FILE),
-            "--project-directory", str(REPO_ROOT), *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )  # fmt: skip
 
 
 def env_example_without(tmp_path: Path, name: str, *, empty: bool) -> Path:
@@ -60,14 +39,11 @@ def env_example_without(tmp_path: Path, name: str, *, empty: bool) -> Path:
 @pytest.fixture(scope="module")
 def rendered(compose_bin: Path) -> dict[str, Any]:
     """The stack as Compose renders it from .env.example, as JSON."""
-    result = compose(compose_bin, ENV_EXAMPLE, "config", "--format", "json")
-    assert result.returncode == 0, result.stderr
-    config: dict[str, Any] = json.loads(result.stdout)
-    return config
+    return render_compose(compose_bin, ENV_EXAMPLE)
 
 
 def test_config_quiet_passes_with_env_example(compose_bin: Path) -> None:
-    result = compose(compose_bin, ENV_EXAMPLE, "config", "-q")
+    result = run_compose(compose_bin, ENV_EXAMPLE, "config", "-q")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
 
@@ -78,7 +54,9 @@ def test_config_fails_naming_a_missing_or_empty_secret(
     compose_bin: Path, tmp_path: Path, name: str, empty: bool
 ) -> None:
     """``docker compose up`` with a secret unset stops before anything starts and names it."""
-    result = compose(compose_bin, env_example_without(tmp_path, name, empty=empty), "config", "-q")
+    result = run_compose(
+        compose_bin, env_example_without(tmp_path, name, empty=empty), "config", "-q"
+    )
     assert result.returncode != 0
     assert f"required variable {name} is missing a value" in result.stderr
     assert f"set {name} in .env" in result.stderr
@@ -103,7 +81,7 @@ def test_secrets_reach_the_services_from_the_env_file(compose_bin: Path, tmp_pat
         .replace("APP_SECRET_KEY=change-me", "APP_SECRET_KEY=" + "k" * 48)
         .replace("GRAFANA_ADMIN_PASSWORD=change-me", "GRAFANA_ADMIN_PASSWORD=grafS3cret")
     )
-    result = compose(compose_bin, env_file, "config", "--format", "json")
+    result = run_compose(compose_bin, env_file, "config", "--format", "json")
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pgS3cret"
@@ -198,7 +176,7 @@ def test_schedules_come_from_the_environment_with_documented_defaults(
         ENV_EXAMPLE.read_text().replace("ML_SCHEDULE_CRON=0 3 * * 6", "ML_SCHEDULE_CRON=0 4 * * 0")
         + "PIPELINE_SCHEDULE_CRON=30 21 * * 1-5\nTZ=America/Sao_Paulo\n"
     )
-    result = compose(compose_bin, env_file, "config", "--format", "json")
+    result = run_compose(compose_bin, env_file, "config", "--format", "json")
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
     assert services["data-pipeline"]["environment"]["PIPELINE_SCHEDULE_CRON"] == "30 21 * * 1-5"
