@@ -134,7 +134,6 @@ def test_scheduled_job_fires_is_logged_and_reports_the_next_fire_time(caplog, mo
     def start_now(self: BlockingScheduler, *args, **kwargs):
         started.append(self)
         # add_job happened already; make the job due immediately instead of on Monday 22:00.
-        self.start_paused = False
         job = self.get_jobs()[0]
         job.modify(next_run_time=dt.datetime.now(dt.UTC))
         return original_start(self, *args, **kwargs)
