@@ -15,8 +15,11 @@ import getpass
 import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -73,17 +76,47 @@ def _read_password(username: str) -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
+#: prometheus_client's multiprocess folder (see app.core.monitoring).
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _fresh_metrics_dir() -> tuple[Path, bool]:
+    """An empty multiprocess-metrics folder for this server start: ``(folder, temporary)``.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` if set (created if missing, its ``*.db`` files of an earlier
+    run deleted, so counters restart at zero with the server), else a new temporary folder
+    that is removed when the server stops. Must run before any worker imports
+    prometheus_client: the variable selects the multiprocess value class at import.
+    """
+    configured = os.environ.get(MULTIPROC_DIR_ENV)
+    if configured:
+        folder = Path(configured)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        return folder, False
+    folder = Path(tempfile.mkdtemp(prefix="stockcast-metrics-"))
+    os.environ[MULTIPROC_DIR_ENV] = str(folder)
+    return folder, True
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs it
 
     settings = get_settings()
-    uvicorn.run(
-        "app.main:app",
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-        log_config=None,
-    )
+    metrics_dir, temporary = _fresh_metrics_dir()
+    logger.info("multiprocess metrics in %s", metrics_dir)
+    try:
+        uvicorn.run(
+            "app.main:app",
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers or settings.workers,
+            log_config=None,
+        )
+    finally:
+        if temporary:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return EXIT_OK
 
 

@@ -15,9 +15,10 @@ from fastapi import FastAPI
 
 from app.core.config import AppSettings, get_settings
 from app.core.exceptions import register_handlers
-from app.core.monitoring import instrument
+from app.core.monitoring import instrument, mark_worker_exited
 from app.features.auth.router import router as auth_router
 from app.features.ops.router import router as ops_router
+from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.router import router as predict_router
 from common.db import create_db_engine, make_session_factory, redact_url
@@ -71,6 +72,8 @@ def create_app(
         app.state.settings = active
         app.state.session_factory = make_session_factory(engine)
         app.state.predictor = served
+        log_writer = PredictionLogWriter(app.state.session_factory)
+        app.state.log_writer = log_writer
         logger.info(
             "starting (%s): database %s, registry %s",
             active.environment,
@@ -84,11 +87,14 @@ def create_app(
                 report.failed or "none registered",
             )
         served.start_polling(active.model_poll_seconds)
+        log_writer.start()
         try:
             yield
         finally:
             await anyio.to_thread.run_sync(served.stop_polling)
+            await anyio.to_thread.run_sync(log_writer.stop)
             engine.dispose()
+            mark_worker_exited()
 
     app = FastAPI(
         title="stockcast API",

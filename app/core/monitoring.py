@@ -14,13 +14,29 @@ Custom metrics:
 HTTP metrics (prometheus-fastapi-instrumentator): ``http_requests_total{handler, method,
 status}``, ``http_request_duration_seconds{handler, method}`` with buckets from 1 ms,
 ``http_request_duration_highr_seconds`` and request/response sizes.
+
+Several workers (``APP_WORKERS > 1``): each worker is a process with its own counters, and a
+scrape reaches only one of them. ``python -m app serve`` therefore runs prometheus_client's
+multiprocess mode: it points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh, empty folder before the
+workers start, every worker writes its values to memory-mapped files there, and ``GET
+/metrics`` (on any worker) adds up the files of all workers: counters and histograms are
+summed, the model-version gauge takes the maximum over the live workers (``livemax``). Without
+the variable (tests, embedding the app) the metrics stay in the process, as usual.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
+
+logger = logging.getLogger(__name__)
+
+#: The environment variable that switches prometheus_client to multiprocess mode.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Request latency buckets, seconds: fine enough for millisecond responses.
 HTTP_LATENCY_BUCKETS = (
@@ -52,6 +68,9 @@ MODEL_VERSION_LOADED = Gauge(
     "stockcast_model_version_loaded",
     "Registered-model version of the champion served per ticker.",
     ["ticker"],
+    # with several workers: the highest version any live worker serves (they poll the same
+    # registry, so they agree once each has polled)
+    multiprocess_mode="livemax",
 )
 
 instrumentator = Instrumentator(
@@ -68,3 +87,16 @@ def instrument(app: FastAPI) -> None:
         latency_highr_buckets=HTTP_LATENCY_BUCKETS,
         latency_lowr_buckets=HTTP_LATENCY_BUCKETS,
     ).expose(app, include_in_schema=True, tags=["ops"])
+
+
+def mark_worker_exited() -> None:
+    """Forget this process's live gauges in multiprocess mode (call when a worker stops).
+
+    Without it a stopped worker's ``livemax`` gauge values would linger in the folder until
+    the server restarts. Does nothing outside multiprocess mode.
+    """
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        from prometheus_client import multiprocess  # noqa: PLC0415
+
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        logger.debug("multiprocess metrics: worker %d marked dead", os.getpid())

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from app.core.database import SessionDep
 from app.features.auth.dependencies import CurrentUser, SettingsDep
 from app.features.stock_prediction import service
+from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.schemas import (
     EXAMPLE_CLOSES,
@@ -35,6 +36,15 @@ def get_predictor(request: Request) -> Predictor:
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+
+
+def get_log_writer(request: Request) -> PredictionLogWriter:
+    """The prediction_log writer (group commit) of the running app."""
+    writer: PredictionLogWriter = request.app.state.log_writer
+    return writer
+
+
+LogWriterDep = Annotated[PredictionLogWriter, Depends(get_log_writer)]
 
 
 def valid_ticker(
@@ -76,6 +86,7 @@ def predict(
     ticker: TickerDep,
     horizon: HorizonDep,
     session: SessionDep,
+    log_writer: LogWriterDep,
     predictor: PredictorDep,
 ) -> PredictionResponse:
     """Predict the next ``horizon`` closes from the latest stored lookback window.
@@ -86,6 +97,7 @@ def predict(
     started = time.perf_counter()
     return service.predict_from_store(
         session=session,
+        log_writer=log_writer,
         predictor=predictor,
         ticker=ticker,
         horizon=horizon,
@@ -101,6 +113,7 @@ def predict_from_closes(
     ticker: TickerDep,
     horizon: HorizonDep,
     session: SessionDep,
+    log_writer: LogWriterDep,
     predictor: PredictorDep,
     body: Annotated[
         PredictFromClosesRequest,
@@ -122,6 +135,7 @@ def predict_from_closes(
     started = time.perf_counter()
     return service.predict_from_closes(
         session=session,
+        log_writer=log_writer,
         predictor=predictor,
         ticker=ticker,
         closes=body.closes,

@@ -2,7 +2,9 @@
 
 Each request's rows are written to ``prediction_log`` (one per target date) and committed
 before the response is returned; a database failure therefore fails the request (503)
-instead of serving an unlogged prediction.
+instead of serving an unlogged prediction. The commit is a group commit: the request hands
+its rows to the process's :class:`~app.features.stock_prediction.log_writer.PredictionLogWriter`
+and waits until the transaction that carries them (and other waiting requests' rows) commits.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.core.exceptions import BarsNotFoundError, InvalidRequestError
 from app.core.monitoring import PREDICTED_POINTS, PREDICTIONS_SERVED
-from app.features.stock_prediction import crud
+from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Forecast, Predictor, ServedModel
 from app.features.stock_prediction.schemas import (
     ModelInfo,
@@ -76,6 +78,7 @@ def _model_info(model: ServedModel) -> ModelInfo:
 def _respond(
     *,
     session: Session,
+    log_writer: PredictionLogWriter,
     model: ServedModel,
     forecast: Forecast,
     as_of_date: dt.date,
@@ -114,8 +117,9 @@ def _respond(
         }
         for step, point in enumerate(points, start=1)
     ]
-    crud.insert_predictions(session, rows)
-    session.commit()
+    # the reads are done: give the connection back to the pool before waiting for the commit
+    session.rollback()
+    log_writer.write(rows)
     PREDICTIONS_SERVED.labels(
         ticker=model.ticker, model_version=model.version, endpoint=input_source
     ).inc()
@@ -136,6 +140,7 @@ def _respond(
 def predict_from_store(
     *,
     session: Session,
+    log_writer: PredictionLogWriter,
     predictor: Predictor,
     ticker: str,
     horizon: int,
@@ -145,7 +150,8 @@ def predict_from_store(
     """Forecast ``horizon`` closes from the last ``lookback`` stored bars, log and commit.
 
     Args:
-        session: the request's session (commits the prediction_log rows).
+        session: the request's session (reads the bars).
+        log_writer: commits the prediction_log rows (group commit) before this returns.
         predictor: the served models.
         ticker: normalized ticker.
         horizon: trading days to predict (already range-checked).
@@ -155,6 +161,7 @@ def predict_from_store(
     Raises:
         ModelNotFoundError: no champion served for the ticker (404).
         BarsNotFoundError: fewer stored bars than the model's lookback (404).
+        sqlalchemy.exc.OperationalError: the database is unavailable (503); nothing logged.
     """
     model = predictor.get(ticker)
     bars = read_last_bars(session, ticker=ticker, n=model.lookback)
@@ -163,6 +170,7 @@ def predict_from_store(
     forecast = model.forecast(bars.as_mapping(), horizon)
     return _respond(
         session=session,
+        log_writer=log_writer,
         model=model,
         forecast=forecast,
         as_of_date=bars.dates[-1],
@@ -177,6 +185,7 @@ def predict_from_store(
 def predict_from_closes(
     *,
     session: Session,
+    log_writer: PredictionLogWriter,
     predictor: Predictor,
     ticker: str,
     closes: Sequence[float],
@@ -217,6 +226,7 @@ def predict_from_closes(
     forecast = model.forecast({"close": values}, horizon)
     return _respond(
         session=session,
+        log_writer=log_writer,
         model=model,
         forecast=forecast,
         as_of_date=as_of_date or dt.datetime.now(dt.UTC).date(),
