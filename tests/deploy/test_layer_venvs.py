@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,23 +47,40 @@ def build_context(destination: Path) -> Path:
     return destination
 
 
-def make_venv(folder: Path, extra: str) -> Path:
-    """A new virtualenv in ``folder`` with the project installed with ``extra``; its python."""
-    context = build_context(folder / "context")
-    venv = folder / "venv"
-    subprocess.run(["python3", "-m", "venv", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
+def pip_install(python: Path, *args: str, cwd: Path) -> None:
     began = time.monotonic()
     result = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", f"./[{extra}]"],
-        cwd=context,
+        [str(python), "-m", "pip", "install", "--quiet", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=INSTALL_TIMEOUT,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    print(f"pip install ./[{extra}]: {time.monotonic() - began:.0f} s")
+    print(f"pip install {' '.join(args)}: {time.monotonic() - began:.0f} s")
+
+
+def make_venv(folder: Path, extra: str) -> Path:
+    """A new virtualenv with the project and ``extra``, installed as the Dockerfiles do it.
+
+    The two steps of the images' build stage: the dependencies from ``pyproject.toml`` alone
+    (empty package folders), then the whole build context with ``--no-deps``.
+
+    Returns:
+        The virtualenv's python.
+    """
+    deps = folder / "deps"
+    deps.mkdir()
+    shutil.copy2(REPO_ROOT / "pyproject.toml", deps / "pyproject.toml")
+    for package in ("common", "data_pipeline", "ml_lifecycle", "app"):
+        (deps / package).mkdir()
+    context = build_context(folder / "context")
+    venv = folder / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    pip_install(python, f"./[{extra}]", cwd=deps)
+    pip_install(python, "--no-deps", ".", cwd=context)
     return python
 
 
