@@ -7,7 +7,7 @@ EXTRAS ?= pipeline,ml,api,dev
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run ingest test lint format clean tools evaluate
+.PHONY: install run ingest test lint format clean tools evaluate bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ evaluate: $(STAMP)
 	$(BIN)/python -m ml_lifecycle report var/train-summary.json | tee var/evaluation.md; \
 	echo "train summary: var/train-summary.json, table: var/evaluation.md, plots: var/reports/"; \
 	exit $$status
+
+## bench: the performance benchmark: wrk (Debian package) against `python -m app serve` (2 workers)
+##        on the local Postgres (database stockcast_bench, MLflow store var/bench/); prints one
+##        table and writes it to var/bench/results.md (docs/performance.md explains it)
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	}
+	$(BIN)/python -m bench
 
 ## test: lint, type-check, then the whole suite (Postgres tests need 127.0.0.1:5432)
 test: lint tools

@@ -15,8 +15,9 @@ Failures:
   the batch gets the error (503 through the app's handler); nothing of the batch is stored
   (one transaction), and the writer goes on with the next batch, so it recovers as soon as
   the database is back;
-* any other database error (a constraint, a bad value): the batch is retried one request
-  per transaction, so only the request whose rows are refused fails;
+* any other database error (a constraint, a bad value, a failing trigger): the batch is
+  retried one request per transaction, so only the request whose rows are refused fails
+  (with :class:`common.db.DatabaseUnavailableError`, 503: its prediction could not be logged);
 * the writer never dies of an exception; a request waiting longer than
   ``timeout_seconds`` gets :class:`common.db.DatabaseUnavailableError`.
 """
@@ -111,9 +112,9 @@ class PredictionLogWriter:
         Raises:
             sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError: the database is
                 unreachable (the app answers 503); nothing of the request is stored.
-            sqlalchemy.exc.SQLAlchemyError: the database refused these rows.
-            common.db.DatabaseUnavailableError: no commit within ``timeout_seconds``, or the
-                writer is not running.
+            common.db.DatabaseUnavailableError: the database refused these rows (the cause is
+                chained), no commit within ``timeout_seconds``, or the writer is not running;
+                the app answers 503 as well.
         """
         if not rows:
             return
@@ -126,6 +127,12 @@ class PredictionLogWriter:
         except FutureTimeout as exc:
             raise DatabaseUnavailableError(
                 f"the prediction log was not committed within {self._timeout:.0f} s"
+            ) from exc
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # the commit failed otherwise: still no durable log -> 503
+            raise DatabaseUnavailableError(
+                f"the prediction log could not be committed: {exc}"
             ) from exc
 
     # -- the writer thread -----------------------------------------------------------------

@@ -1,0 +1,329 @@
+"""Group commit of prediction_log rows: every 200 is logged, batched, and failures are exact.
+
+Concurrency is made deterministic with the real database: a test transaction holds
+``LOCK TABLE prediction_log`` so the writer's first INSERT waits, the other requests queue
+behind it, and releasing the lock lets the queued requests commit together.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from app.features.stock_prediction.log_writer import PredictionLogWriter
+from app.features.stock_prediction.predictor import Predictor
+from app.main import create_app
+from app.models.prediction_log import PredictionLog
+from common.db import DatabaseUnavailableError, create_db_engine, make_session_factory
+from tests.app.conftest import TICKER, Registry, ingest, login
+from tests.app.factories import create_user, make_settings
+
+pytestmark = [pytest.mark.postgres]
+
+
+def _row(request_id: uuid.UUID, step: int = 1, **overrides: Any) -> dict[str, Any]:
+    import datetime as dt  # noqa: PLC0415
+
+    row: dict[str, Any] = {
+        "request_id": request_id,
+        "user_id": None,
+        "ticker": TICKER,
+        "input_source": "store",
+        "as_of_date": dt.date(2023, 12, 28),
+        "target_date": dt.date(2023, 12, 28) + dt.timedelta(days=step),
+        "horizon_step": step,
+        "predicted_close": 37.5,
+        "last_close": 37.0,
+        "model_name": "stock-lstm-PETR4.SA",
+        "model_version": "1",
+        "latency_ms": 1.0,
+    }
+    row.update(overrides)
+    return row
+
+
+def _rows_of(sessions: Callable[[], Session], request_id: uuid.UUID) -> int:
+    with sessions() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(PredictionLog)
+                .where(PredictionLog.request_id == request_id)
+            )
+            or 0
+        )
+
+
+@contextmanager
+def _table_locked(engine: Engine) -> Iterator[None]:
+    """Hold an exclusive lock on prediction_log (writes wait) until the block exits."""
+    with engine.connect() as conn:
+        conn.execute(text("LOCK TABLE prediction_log IN EXCLUSIVE MODE"))
+        yield
+        conn.rollback()
+
+
+def _wait_for_lock_waiter(engine: Engine, timeout: float = 10.0) -> None:
+    """Block until some session of this database waits for a lock (the writer's INSERT)."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            if waiting:
+                return
+            conn.rollback()
+            time.sleep(0.02)
+    raise AssertionError("the writer never waited for the table lock")
+
+
+# -- the writer on its own -----------------------------------------------------------------
+@pytest.fixture
+def writer_db(fresh_pg_url: str) -> Iterator[tuple[Engine, Callable[[], Session]]]:
+    """An empty migrated database of this test's own: (engine, session factory)."""
+    engine = create_db_engine(fresh_pg_url)
+    yield engine, make_session_factory(engine)
+    engine.dispose()
+
+
+def test_concurrent_writes_are_all_committed_in_fewer_transactions(
+    writer_db: tuple[Engine, Callable[[], Session]],
+) -> None:
+    """40 threads write at once while the first commit is held: every row is stored, and
+    the 39 that queued share transactions (group commit) instead of one commit each."""
+    engine, sessions = writer_db
+    writer = PredictionLogWriter(sessions)
+    writer.start()
+    ids = [uuid.uuid4() for _ in range(40)]
+    try:
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            with _table_locked(engine):
+                first = pool.submit(writer.write, [_row(ids[0])])
+                _wait_for_lock_waiter(engine)
+                rest = [pool.submit(writer.write, [_row(i, 1), _row(i, 2)]) for i in ids[1:]]
+                time.sleep(0.3)  # all queued behind the held commit
+                assert not first.done()
+            for future in [first, *rest]:
+                future.result(timeout=10)
+    finally:
+        writer.stop()
+    assert [_rows_of(sessions, i) for i in ids] == [1] + [2] * 39
+    assert writer.requests_committed == 40
+    assert writer.commits <= 3
+
+
+def test_a_refused_request_fails_alone_and_leaves_no_rows(
+    writer_db: tuple[Engine, Callable[[], Session]],
+) -> None:
+    """A request whose rows the database refuses (a ticker longer than the column) gets
+    DatabaseUnavailableError (503) and stores none of its rows; the requests committed in
+    the same batch are stored in full."""
+    engine, sessions = writer_db
+    writer = PredictionLogWriter(sessions)
+    writer.start()
+    good = [uuid.uuid4() for _ in range(5)]
+    bad = uuid.uuid4()
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            with _table_locked(engine):
+                holder = pool.submit(writer.write, [_row(uuid.uuid4())])
+                _wait_for_lock_waiter(engine)
+                futures = {i: pool.submit(writer.write, [_row(i, 1), _row(i, 2)]) for i in good}
+                futures[bad] = pool.submit(
+                    writer.write, [_row(bad, 1), _row(bad, 2, ticker="X" * 200)]
+                )
+                time.sleep(0.3)
+            holder.result(timeout=10)
+            for i in good:
+                futures[i].result(timeout=10)
+            with pytest.raises(DatabaseUnavailableError, match="could not be committed"):
+                futures[bad].result(timeout=10)
+    finally:
+        writer.stop()
+    assert [_rows_of(sessions, i) for i in good] == [2] * 5
+    assert _rows_of(sessions, bad) == 0
+    assert writer.running is False
+
+
+def _set_database_down(pg_server: Any, name: str, *, down: bool) -> None:
+    with pg_server.admin.connect() as conn:
+        conn.execute(
+            text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(not down).lower()}')
+        )
+        if down:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+
+
+def test_the_writer_survives_a_database_outage(pg_server: Any, pg_template: str) -> None:
+    """While Postgres refuses connections a write fails with the database error (the app's
+    503) and stores nothing; once it is back the same writer commits again."""
+    name = f"stockcast_test_writer_{uuid.uuid4().hex[:8]}"
+    url = pg_server.create(name, template=pg_template)
+    engine = create_db_engine(url)
+    sessions = make_session_factory(engine)
+    writer = PredictionLogWriter(sessions)
+    writer.start()
+    before, during, after = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    try:
+        writer.write([_row(before)])
+        _set_database_down(pg_server, name, down=True)
+        with pytest.raises((OperationalError, InterfaceError)):
+            writer.write([_row(during)])
+        assert writer.running
+        _set_database_down(pg_server, name, down=False)
+        writer.write([_row(after)])
+        assert [_rows_of(sessions, i) for i in (before, during, after)] == [1, 0, 1]
+    finally:
+        writer.stop()
+        engine.dispose()
+        _set_database_down(pg_server, name, down=False)
+        pg_server.drop(name)
+
+
+def test_the_writer_commits_on_sqlite_too(sqlite_url: str) -> None:
+    """The embedded default (make run): concurrent writes to SQLite are all stored."""
+    engine = create_db_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    writer = PredictionLogWriter(sessions)
+    writer.start()
+    ids = [uuid.uuid4() for _ in range(20)]
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            for future in [pool.submit(writer.write, [_row(i)]) for i in ids]:
+                future.result(timeout=10)
+    finally:
+        writer.stop()
+        engine.dispose()
+    engine = create_db_engine(sqlite_url)
+    assert [_rows_of(make_session_factory(engine), i) for i in ids] == [1] * 20
+    engine.dispose()
+
+
+# -- through the API -----------------------------------------------------------------------
+def test_concurrent_predictions_are_all_logged_before_their_200(
+    client: TestClient,
+    user_headers: dict[str, str],
+    app_engine: Engine,
+    app_sessions: Callable[[], Session],
+) -> None:
+    """24 concurrent GET /predict (horizons 1..24) while the log table is locked: none
+    answers before the lock is released, then every one answers 200 and each response's
+    prediction_id has exactly ``horizon`` rows, committed in fewer transactions than
+    requests."""
+    writer: PredictionLogWriter = client.app.state.log_writer  # type: ignore[attr-defined]
+    commits_before = writer.commits
+    horizons = list(range(1, 25))
+
+    def get(h: int) -> Any:
+        return client.get(f"/predict/{TICKER}?horizon={h}", headers=user_headers)
+
+    with ThreadPoolExecutor(max_workers=len(horizons)) as pool:
+        with _table_locked(app_engine):
+            futures = [pool.submit(get, h) for h in horizons]
+            _wait_for_lock_waiter(app_engine)
+            time.sleep(0.5)
+            assert not any(f.done() for f in futures)  # no 200 before the commit
+        responses = [f.result(timeout=30) for f in futures]
+    assert [r.status_code for r in responses] == [200] * len(horizons)
+    for h, response in zip(horizons, responses, strict=True):
+        assert _rows_of(app_sessions, uuid.UUID(response.json()["prediction_id"])) == h
+    assert writer.commits - commits_before < len(horizons)
+
+
+@pytest.fixture
+def failing_app(
+    pg_server: Any, pg_template: str, prices_dir: Path, registry: Registry
+) -> Iterator[tuple[TestClient, Engine]]:
+    """An app on a database of its own whose prediction_log refuses, at COMMIT (a deferred
+    constraint trigger), any row with horizon_step > 5."""
+    name = f"stockcast_test_gc_{uuid.uuid4().hex[:8]}"
+    url = pg_server.create(name, template=pg_template)
+    ingest(url, prices_dir, TICKER)
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse_long_horizon() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN IF NEW.horizon_step > 5 THEN "
+                "RAISE EXCEPTION 'horizon_step % refused at commit', NEW.horizon_step; "
+                "END IF; RETURN NULL; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER refuse_long_horizon AFTER INSERT ON prediction_log "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_long_horizon()"
+            )
+        )
+    with make_session_factory(engine)() as session:
+        create_user(session, "ana")
+    predictor = Predictor(tracking_uri=registry.tracking_uri)
+    settings = make_settings(database_url=url, tracking_uri=registry.tracking_uri)
+    try:
+        with TestClient(create_app(settings, predictor=predictor, configure_logs=False)) as c:
+            yield c, engine
+    finally:
+        engine.dispose()
+        pg_server.drop(name)
+
+
+def test_a_failing_commit_answers_503_to_exactly_its_requests(
+    failing_app: tuple[TestClient, Engine],
+) -> None:
+    """Horizon-1 and horizon-10 requests queued into the same group commit, whose COMMIT
+    refuses horizon steps > 5: each horizon-10 request gets 503 and none of its rows is
+    stored; each horizon-1 request gets 200 and its row is stored."""
+    client, engine = failing_app
+    headers = {"Authorization": f"Bearer {login(client, 'ana')}"}
+    horizons = [1, 10, 1, 1, 10, 1]
+    lock = threading.Lock()
+    responses: dict[int, Any] = {}
+
+    def get(index: int) -> None:
+        response = client.get(f"/predict/{TICKER}?horizon={horizons[index]}", headers=headers)
+        with lock:
+            responses[index] = response
+
+    with ThreadPoolExecutor(max_workers=len(horizons)) as pool:
+        with _table_locked(engine):
+            first = pool.submit(get, 0)
+            _wait_for_lock_waiter(engine)
+            rest = [pool.submit(get, i) for i in range(1, len(horizons))]
+            time.sleep(0.5)
+        for future in [first, *rest]:
+            future.result(timeout=30)
+    statuses = [responses[i].status_code for i in range(len(horizons))]
+    assert statuses == [200 if h == 1 else 503 for h in horizons]
+    assert all(responses[i].headers.get("Retry-After") for i, h in enumerate(horizons) if h > 1)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        stored = session.execute(select(PredictionLog.request_id, PredictionLog.horizon_step)).all()
+    ok_ids = {
+        uuid.UUID(responses[i].json()["prediction_id"]) for i, h in enumerate(horizons) if h == 1
+    }
+    assert {row.request_id for row in stored} == ok_ids
+    assert {row.horizon_step for row in stored} == {1}
+    # the app keeps serving
+    assert client.get(f"/predict/{TICKER}?horizon=2", headers=headers).status_code == 200
