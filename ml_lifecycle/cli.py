@@ -117,10 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Default of ML_SCHEDULE_CRON: Saturdays at 03:00 (crontab syntax, local time zone).
-DEFAULT_SCHEDULE_CRON = "0 3 * * 6"
-
-
 def _schedule(args: argparse.Namespace) -> int:
     """``schedule [--once]``: ``train`` with the default settings, on ML_SCHEDULE_CRON.
 
@@ -129,9 +125,7 @@ def _schedule(args: argparse.Namespace) -> int:
     """
     from common.scheduling import run_on_schedule  # noqa: PLC0415 - only this command needs it
 
-    cron = getattr(get_settings(), "schedule_cron", None) or os.environ.get(
-        "ML_SCHEDULE_CRON", DEFAULT_SCHEDULE_CRON
-    )
+    cron = get_settings().schedule_cron
     try:
         return run_on_schedule(lambda: main(["train"]), cron=cron, once=args.once, name="train")
     except ValueError as exc:
