@@ -63,7 +63,11 @@ def create_app(
         active = settings or get_settings()
         if configure_logs:
             configure_logging(active.log_level)
-        engine = create_db_engine(active.database_url)
+        engine = create_db_engine(
+            active.database_url,
+            pool_size=active.db_pool_size,
+            max_overflow=active.db_max_overflow,
+        )
         served = (
             predictor
             if predictor is not None

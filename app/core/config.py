@@ -54,6 +54,16 @@ class AppSettings(LayerSettings):
     mlflow_tracking_uri: str = Field(
         default=DEFAULT_MLFLOW_TRACKING_URI, validation_alias="MLFLOW_TRACKING_URI"
     )
+    db_pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=200,
+        description="database connections kept open per worker; below the concurrent requests "
+        "of a worker, connections are opened and closed per request (slow on Postgres)",
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=200, description="extra connections per worker under bursts"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)

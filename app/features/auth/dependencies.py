@@ -17,8 +17,8 @@ from app.models.user import User
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
-def get_app_settings(request: Request) -> AppSettings:
-    """The settings of the running app."""
+async def get_app_settings(request: Request) -> AppSettings:
+    """The settings of the running app (``async``: no I/O, so no thread-pool hop)."""
     settings: AppSettings = request.app.state.settings
     return settings
 

@@ -12,15 +12,21 @@ from app.models.prediction_log import PredictionLog
 
 
 def insert_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert the rows of one response with a single multi-row ``INSERT ... VALUES``.
+    """Insert rows (of one or several responses) as one bulk ``INSERT``.
+
+    Executed as an ORM bulk insert (an executemany of one cached statement, sent as
+    multi-row ``INSERT ... VALUES`` batches). Unlike ``insert().values(rows)``,
+    whose SQL depends on the number of rows and is compiled anew on every call (a fifth of
+    a worker's CPU at horizon 30 in the profile of docs/performance.md), the statement is
+    compiled once per process: 1.8 ms instead of 9.6 ms for 30 rows, 12 ms instead of 82 ms
+    for 300 rows on the benchmark machine.
 
     Args:
-        session: the request's session; the service commits.
+        session: the writer's session; the caller commits.
         rows: column values of :class:`PredictionLog` (one per target date).
     """
     if rows:
-        session.execute(insert(PredictionLog).values(list(rows)))
-        session.flush()
+        session.execute(insert(PredictionLog), list(rows))
 
 
 def recent(session: Session, *, limit: int = 10, ticker: str | None = None) -> list[PredictionLog]:

@@ -21,6 +21,10 @@ from common.tickers import normalize_ticker
 
 router = APIRouter(prefix="/predict", tags=["predictions"])
 
+# Dependencies that neither block nor do I/O are ``async def``: FastAPI runs a sync
+# dependency in the thread pool, and each such hop cost more CPU than the work itself
+# (docs/performance.md). The endpoints and the database dependencies stay sync.
+
 RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No, invalid or expired bearer token"},
     404: {"description": "No model served for the ticker, or no bars stored"},
@@ -29,7 +33,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     """The predictor of the running app."""
     predictor: Predictor = request.app.state.predictor
     return predictor
@@ -38,7 +42,7 @@ def get_predictor(request: Request) -> Predictor:
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
-def get_log_writer(request: Request) -> PredictionLogWriter:
+async def get_log_writer(request: Request) -> PredictionLogWriter:
     """The prediction_log writer (group commit) of the running app."""
     writer: PredictionLogWriter = request.app.state.log_writer
     return writer
@@ -47,7 +51,7 @@ def get_log_writer(request: Request) -> PredictionLogWriter:
 LogWriterDep = Annotated[PredictionLogWriter, Depends(get_log_writer)]
 
 
-def valid_ticker(
+async def valid_ticker(
     ticker: Annotated[
         str,
         Path(
@@ -61,7 +65,7 @@ def valid_ticker(
     return normalize_ticker(ticker)
 
 
-def valid_horizon(
+async def valid_horizon(
     settings: SettingsDep,
     horizon: Annotated[
         int,
