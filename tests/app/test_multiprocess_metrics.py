@@ -1,0 +1,120 @@
+"""``python -m app serve`` with two workers: every scrape of /metrics counts both workers.
+
+Without prometheus_client's multiprocess mode each worker would answer /metrics with its own
+counters only, so a scrape would see about half of the predictions served.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.app.conftest import TICKER, Registry
+from tests.app.factories import PASSWORD, SECRET_KEY
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+WORKERS = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _sample(text: str, family_name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != family_name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            if all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+@pytest.fixture
+def served(
+    app_db_url: str, registry: Registry, users: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """(base URL, multiprocess folder, process) of a 2-worker server on the tests' database."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_12345.db").write_bytes(b"stale values of an earlier run")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": app_db_url,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "APP_SECRET_KEY": SECRET_KEY,
+        "APP_WORKERS": str(WORKERS),
+        "APP_MODEL_POLL_SECONDS": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "LOG_LEVEL": "INFO",
+    }
+    log_path = tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the API exited:\n{log_path.read_text()[-3000:]}")
+        if log_path.read_text().count("Application startup complete") >= WORKERS:
+            break
+        time.sleep(0.3)
+    else:
+        proc.terminate()
+        pytest.fail(f"the API did not start:\n{log_path.read_text()[-3000:]}")
+    try:
+        yield f"http://127.0.0.1:{port}", metrics_dir, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_every_scrape_counts_the_predictions_of_both_workers(
+    served: tuple[str, Path, subprocess.Popen[bytes]], registry: Registry
+) -> None:
+    """20 predictions of horizon 3 over fresh connections (spread over both workers): each
+    of 10 scrapes reports 60 predicted points and 20 requests, the model-version gauge is
+    the served version, and the stale file of an earlier run was cleared at start."""
+    base_url, metrics_dir, _proc = served
+    assert not (metrics_dir / "counter_12345.db").exists()
+    token = httpx.post(
+        f"{base_url}/auth/token", data={"username": "ana", "password": PASSWORD}
+    ).json()["access_token"]
+    for _ in range(20):  # a new connection per request: the kernel spreads them
+        response = httpx.get(
+            f"{base_url}/predict/{TICKER}?horizon=3",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+    pids = {p.name.split("_")[-1] for p in metrics_dir.glob("*.db")}
+    assert len(pids) >= WORKERS, f"only {pids} wrote metrics"
+    for _ in range(10):
+        text = httpx.get(f"{base_url}/metrics", timeout=10).text
+        assert _sample(text, "stockcast_predicted_points", ticker=TICKER) == 60
+        assert _sample(text, "stockcast_predictions", ticker=TICKER) == 20
+        assert _sample(text, "stockcast_model_version_loaded", ticker=TICKER) == float(
+            registry.version
+        )
+        assert _sample(text, "http_requests", handler="/predict/{ticker}", status="200") == 20
