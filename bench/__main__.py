@@ -59,6 +59,7 @@ class CaseResult:
     rows_added: int
     points_served: int
     worker_cpu_seconds: float
+    machine_busy_pct: float
 
     @property
     def durable(self) -> bool:
@@ -111,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="record each case's measured run with py-spy (one worker) into DIR",
     )
     parser.add_argument("--output", type=Path, default=None, help="default: var/bench/results.md")
+    parser.add_argument(
+        "--app-root",
+        type=Path,
+        default=None,
+        help="serve the API from another checkout (e.g. a git worktree of an older commit) "
+        "to compare before/after; default: this repository",
+    )
     return parser
 
 
@@ -134,6 +142,7 @@ def _run_case(
     points_before = api.predicted_points()
     pids = api.worker_pids()
     cpu_before = sum(server.cpu_seconds(p) for p in pids)
+    busy_before, total_before = server.machine_cpu_jiffies()
     logger.info("%s: measuring %.0f s", case.label, args.seconds)
     if recorder is not None:
         recorder.start(pids[0], case.key, args.seconds)
@@ -141,6 +150,8 @@ def _run_case(
     if recorder is not None:
         recorder.wait()
     cpu = sum(server.cpu_seconds(p) for p in pids) - cpu_before
+    busy_after, total_after = server.machine_cpu_jiffies()
+    busy_pct = 100.0 * (busy_after - busy_before) / max(1, total_after - total_before)
     time.sleep(1.0)  # requests still in flight when wrk stopped finish (and are counted)
     measured = CaseResult(
         case=case,
@@ -148,6 +159,7 @@ def _run_case(
         rows_added=server.prediction_log_rows(bench.database_url) - rows_before,
         points_served=api.predicted_points() - points_before,
         worker_cpu_seconds=cpu,
+        machine_busy_pct=busy_pct,
     )
     logger.info(
         "%s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d; prediction_log +%d rows, "
@@ -204,7 +216,8 @@ def render(
     rss_mib: list[float],
 ) -> str:
     """The results as Markdown (also printed)."""
-    out = ["# stockcast benchmark", "", *machine, ""]
+    load1 = Path("/proc/loadavg").read_text().split()[0]
+    out = ["# stockcast benchmark", "", *machine, f"- load average (1 min) at the end: {load1}", ""]
     out.append(
         f"wrk: {args.connections} connections, {args.threads} thread(s), "
         f"{args.warmup:g} s warm-up then {args.seconds:g} s per case; API: "
@@ -214,14 +227,15 @@ def render(
     out += [
         "",
         "| case | requests/s | p50 ms | p99 ms | ratio to bare | non-2xx | "
-        "API CPU s per 1k req | prediction_log rows = dates served |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "API CPU ms per req | machine CPU busy | prediction_log rows = dates served |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     base = next((c.result.rps for c in cases if c.case.key == "bare"), None)
     for c in cases:
         r = c.result
         ratio = f"{r.rps / base:.0%}" if base else "-"
-        cpu_per_k = c.worker_cpu_seconds / r.requests * 1000 if r.requests else 0.0
+        cpu_ms = c.worker_cpu_seconds / r.requests * 1000 if r.requests else 0.0
+        busy = f"{c.machine_busy_pct:.0f}%"
         check = (
             f"{'yes' if c.durable else 'NO'} ({c.rows_added} = {c.points_served})"
             if c.case.authenticated
@@ -229,7 +243,7 @@ def render(
         )
         out.append(
             f"| {c.case.label} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio} | "
-            f"{r.non2xx + r.socket_errors} | {cpu_per_k:.2f} | {check} |"
+            f"{r.non2xx + r.socket_errors} | {cpu_ms:.2f} | {busy} | {check} |"
         )
     h1 = next((c for c in cases if c.case.key == "h1"), None)
     if h1 is not None and base:

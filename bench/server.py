@@ -157,3 +157,10 @@ def cpu_seconds(pid: int) -> float:
     """User+system CPU time of ``pid`` so far, seconds (from ``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_jiffies() -> tuple[int, int]:
+    """``(busy, total)`` CPU jiffies of the whole machine so far (``/proc/stat``)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
