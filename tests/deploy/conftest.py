@@ -120,3 +120,14 @@ def render_compose(compose_bin: Path, env_file: Path) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = json.loads(result.stdout)
     return config
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a server started by a test (SIGTERM, then SIGKILL after 20 s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

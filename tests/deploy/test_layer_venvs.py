@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import REPO_ROOT
-from tests.deploy.conftest import free_port
+from tests.deploy.conftest import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -197,12 +197,7 @@ def api_server(api_python: Path, workdir: Path) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc)
         log.close()
 
 

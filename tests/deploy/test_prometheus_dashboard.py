@@ -28,7 +28,7 @@ import yaml
 
 from common.db import create_db_engine, make_session_factory
 from tests.conftest import REPO_ROOT, migrate
-from tests.deploy.conftest import DEPLOY_DIR, free_port
+from tests.deploy.conftest import DEPLOY_DIR, free_port, stop_process
 
 TICKER = "PETR4.SA"
 PASSWORD = "correct horse battery staple"
@@ -61,16 +61,6 @@ def wait_until(
             last_error = exc
         time.sleep(0.25)
     pytest.fail(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +120,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, prices_dir: Path) -> Iterator[
         )  # fmt: skip
         yield RunningApi(base_url=base_url, port=port, model_version=str(summary.version))
     finally:
-        stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -171,7 +161,7 @@ def prometheus(
         )  # fmt: skip
         yield url
     finally:
-        stop(proc)
+        stop_process(proc)
         log.close()
 
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.deploy.conftest import DEPLOY_DIR, ENV_EXAMPLE, free_port, render_compose
+from tests.deploy.conftest import DEPLOY_DIR, ENV_EXAMPLE, free_port, render_compose, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -86,16 +86,6 @@ def wait_for(
             pass
         time.sleep(0.5)
     pytest.fail(f"{url} did not answer 200 within {timeout} s")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def run(
@@ -162,7 +152,7 @@ def stack(
         yield host_stack
     finally:
         if mlflow_proc is not None:
-            stop(mlflow_proc)
+            stop_process(mlflow_proc)
         log.close()
         pg_server.drop(app_db)
         pg_server.drop(mlflow_db)
@@ -228,5 +218,5 @@ def test_ingest_train_and_serve_through_the_stacks_mlflow_server(
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         assert f'stockcast_model_version_loaded{{ticker="{TICKER}"}} 1.0' in metrics
     finally:
-        stop(api)
+        stop_process(api)
         log.close()
