@@ -60,6 +60,7 @@ class CaseResult:
     points_served: int
     worker_cpu_seconds: float
     machine_busy_pct: float
+    per_commit: tuple[float, int]
 
     @property
     def durable(self) -> bool:
@@ -139,6 +140,7 @@ def _run_case(
     load.run_wrk(bench.base_url, script, seconds=args.warmup, **common)
     time.sleep(1.0)
     rows_before = server.prediction_log_rows(bench.database_url)
+    id_before = server.max_log_id(bench.database_url)
     points_before = api.predicted_points()
     pids = api.worker_pids()
     cpu_before = sum(server.cpu_seconds(p) for p in pids)
@@ -160,6 +162,7 @@ def _run_case(
         points_served=api.predicted_points() - points_before,
         worker_cpu_seconds=cpu,
         machine_busy_pct=busy_pct,
+        per_commit=server.requests_per_commit(bench.database_url, id_before),
     )
     logger.info(
         "%s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d; prediction_log +%d rows, "
@@ -227,8 +230,9 @@ def render(
     out += [
         "",
         "| case | requests/s | p50 ms | p99 ms | ratio to bare | non-2xx | "
-        "API CPU ms per req | machine CPU busy | prediction_log rows = dates served |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "API CPU ms per req | machine CPU busy | requests per commit (mean/max) | "
+        "prediction_log rows = dates served |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     base = next((c.result.rps for c in cases if c.case.key == "bare"), None)
     for c in cases:
@@ -236,6 +240,8 @@ def render(
         ratio = f"{r.rps / base:.0%}" if base else "-"
         cpu_ms = c.worker_cpu_seconds / r.requests * 1000 if r.requests else 0.0
         busy = f"{c.machine_busy_pct:.0f}%"
+        mean, most = c.per_commit
+        batching = f"{mean:.1f} / {most}" if most else "-"
         check = (
             f"{'yes' if c.durable else 'NO'} ({c.rows_added} = {c.points_served})"
             if c.case.authenticated
@@ -243,7 +249,7 @@ def render(
         )
         out.append(
             f"| {c.case.label} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio} | "
-            f"{r.non2xx + r.socket_errors} | {cpu_ms:.2f} | {busy} | {check} |"
+            f"{r.non2xx + r.socket_errors} | {cpu_ms:.2f} | {busy} | {batching} | {check} |"
         )
     h1 = next((c for c in cases if c.case.key == "h1"), None)
     if h1 is not None and base:

@@ -153,6 +153,40 @@ def prediction_log_rows(database_url: str) -> int:
         engine.dispose()
 
 
+def max_log_id(database_url: str) -> int:
+    """Largest ``prediction_log.id`` so far (0 when empty)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(text("SELECT coalesce(max(id), 0) FROM prediction_log")).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def requests_per_commit(database_url: str, after_id: int) -> tuple[float, int]:
+    """``(mean, max)`` requests per transaction among rows with ``id > after_id``.
+
+    Rows committed by one transaction share its id, ``xmin``; a request is a ``request_id``.
+    ``(0.0, 0)`` when there are no such rows.
+    """
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT coalesce(avg(n), 0), coalesce(max(n), 0) FROM ("
+                    " SELECT count(DISTINCT request_id::text) AS n FROM prediction_log"
+                    " WHERE id > :after GROUP BY xmin::text) AS per_commit"
+                ),
+                {"after": after_id},
+            ).one()
+            return float(row[0]), int(row[1])
+    finally:
+        engine.dispose()
+
+
 def cpu_seconds(pid: int) -> float:
     """User+system CPU time of ``pid`` so far, seconds (from ``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
