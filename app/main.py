@@ -16,11 +16,13 @@ from fastapi import FastAPI
 from app.core.config import AppSettings, get_settings
 from app.core.exceptions import register_handlers
 from app.core.monitoring import instrument, mark_worker_exited
+from app.features.auth.dependencies import make_user_cache
 from app.features.auth.router import router as auth_router
 from app.features.ops.router import router as ops_router
 from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.router import router as predict_router
+from app.features.stock_prediction.service import make_bars_cache
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.logging_setup import configure_logging
 
@@ -76,6 +78,8 @@ def create_app(
         app.state.settings = active
         app.state.session_factory = make_session_factory(engine)
         app.state.predictor = served
+        app.state.user_cache = make_user_cache(active)
+        app.state.bars_cache = make_bars_cache(active)
         log_writer = PredictionLogWriter(app.state.session_factory)
         app.state.log_writer = log_writer
         logger.info(

@@ -64,6 +64,18 @@ class AppSettings(LayerSettings):
     db_max_overflow: int = Field(
         default=10, ge=0, le=200, description="extra connections per worker under bursts"
     )
+    user_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="per-worker cache of the token's user row, seconds; a deactivated user "
+        "keeps access at most this long (the token itself is verified on every request); 0 = off",
+    )
+    bars_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="per-worker cache of each ticker's last lookback bars for GET /predict, "
+        "seconds; new bars are served at most this long after the ingest commits; 0 = off",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)

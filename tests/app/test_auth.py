@@ -100,26 +100,30 @@ def test_bad_or_missing_token_is_401_with_bearer_challenge(
         assert "expired" in response.json()["detail"]
 
 
-def test_token_of_inactive_user_is_401(client: TestClient, users, app_sessions) -> None:
-    """A deactivated account's token stops working at once."""
+def test_token_of_inactive_user_is_401(settings, users, app_sessions) -> None:
+    """Without the user cache (APP_USER_CACHE_SECONDS=0) a deactivated account's token
+    stops working at once."""
     from app.features.auth.crud import get_by_username  # noqa: PLC0415
+    from app.main import create_app  # noqa: PLC0415
     from tests.app.factories import create_user  # noqa: PLC0415
 
     with app_sessions() as session:
         create_user(session, "leaver")
-    token = client.post("/auth/token", data={"username": "leaver", "password": PASSWORD}).json()
-    headers = {"Authorization": f"Bearer {token['access_token']}"}
-    assert client.get("/auth/me", headers=headers).status_code == 200
-    with app_sessions() as session:
-        user = get_by_username(session, username="leaver")
-        assert user is not None
-        user.is_active = False
-        session.commit()
-    response = client.get("/auth/me", headers=headers)
-    assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == "Bearer"
-    login = client.post("/auth/token", data={"username": "leaver", "password": PASSWORD})
-    assert login.status_code == 401
+    uncached = settings.model_copy(update={"user_cache_seconds": 0})
+    with TestClient(create_app(uncached, configure_logs=False)) as client:
+        token = client.post("/auth/token", data={"username": "leaver", "password": PASSWORD})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        assert client.get("/auth/me", headers=headers).status_code == 200
+        with app_sessions() as session:
+            user = get_by_username(session, username="leaver")
+            assert user is not None
+            user.is_active = False
+            session.commit()
+        response = client.get("/auth/me", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        login = client.post("/auth/token", data={"username": "leaver", "password": PASSWORD})
+        assert login.status_code == 401
 
 
 def test_non_admin_on_admin_route_is_403(client: TestClient, user_headers) -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from app.core import security
+from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
 from app.core.database import SessionDep
 from app.core.exceptions import ForbiddenError, InvalidCredentialsError
 from app.features.auth import crud
-from app.models.user import User
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
@@ -25,17 +29,56 @@ async def get_app_settings(request: Request) -> AppSettings:
 
 SettingsDep = Annotated[AppSettings, Depends(get_app_settings)]
 
+#: Users kept at most in a worker's user cache.
+USER_CACHE_MAXSIZE = 10_000
+
+
+@dataclass(frozen=True)
+class AuthenticatedUser:
+    """The ``app_user`` row of a token's user, detached from any session (cacheable)."""
+
+    id: int
+    username: str
+    is_active: bool
+    is_admin: bool
+    created_at: dt.datetime
+
+
+#: Users by username; only found users are kept (an unknown name is read again).
+UserCache = ExpiringCache[str, AuthenticatedUser | None]
+
+
+def make_user_cache(
+    settings: AppSettings, *, timer: Callable[[], float] = time.monotonic
+) -> UserCache:
+    """The per-worker cache of user rows by username, ``APP_USER_CACHE_SECONDS`` long."""
+    return ExpiringCache(
+        ttl_seconds=settings.user_cache_seconds, maxsize=USER_CACHE_MAXSIZE, timer=timer
+    )
+
+
+async def get_user_cache(request: Request) -> UserCache:
+    """The user cache of the running app."""
+    cache: UserCache = request.app.state.user_cache
+    return cache
+
 
 def get_current_user(
     session: SessionDep,
     settings: SettingsDep,
+    user_cache: Annotated[UserCache, Depends(get_user_cache)],
     token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> User:
+) -> AuthenticatedUser:
     """The active user named by a valid bearer token.
+
+    The token (signature, ``exp``, algorithm) is verified on every request; the user's row
+    is read from the database at most once per ``APP_USER_CACHE_SECONDS`` per worker, so a
+    deactivated user keeps access at most that long (0 = read on every request).
 
     Raises:
         InvalidCredentialsError: no token, or a malformed, expired, wrongly signed or
             ``alg=none`` token, or a user that no longer exists or is inactive (401).
+        sqlalchemy.exc.OperationalError: the database is unavailable on a cache miss (503).
     """
     if not token:
         raise InvalidCredentialsError(
@@ -46,16 +89,29 @@ def get_current_user(
         username = security.decode_access_token(token, secret_key=settings.signing_key)
     except security.TokenError as exc:
         raise InvalidCredentialsError(str(exc)) from exc
-    user = crud.get_by_username(session, username=username)
+
+    def load() -> AuthenticatedUser | None:
+        row = crud.get_by_username(session, username=username)
+        if row is None:
+            return None
+        return AuthenticatedUser(
+            id=row.id,
+            username=row.username,
+            is_active=row.is_active,
+            is_admin=row.is_admin,
+            created_at=row.created_at,
+        )
+
+    user = user_cache.get_or_load(username, load, keep=lambda found: found is not None)
     if user is None or not user.is_active:
         raise InvalidCredentialsError("the token's user does not exist or is inactive")
     return user
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user)]
 
 
-def get_admin_user(user: CurrentUser) -> User:
+def get_admin_user(user: CurrentUser) -> AuthenticatedUser:
     """The current user, if an admin.
 
     Raises:
@@ -66,4 +122,4 @@ def get_admin_user(user: CurrentUser) -> User:
     return user
 
 
-AdminUser = Annotated[User, Depends(get_admin_user)]
+AdminUser = Annotated[AuthenticatedUser, Depends(get_admin_user)]

@@ -51,6 +51,15 @@ async def get_log_writer(request: Request) -> PredictionLogWriter:
 LogWriterDep = Annotated[PredictionLogWriter, Depends(get_log_writer)]
 
 
+async def get_bars_cache(request: Request) -> service.BarsCache:
+    """The lookback-window cache of the running app."""
+    cache: service.BarsCache = request.app.state.bars_cache
+    return cache
+
+
+BarsCacheDep = Annotated[service.BarsCache, Depends(get_bars_cache)]
+
+
 async def valid_ticker(
     ticker: Annotated[
         str,
@@ -90,17 +99,19 @@ def predict(
     ticker: TickerDep,
     horizon: HorizonDep,
     session: SessionDep,
+    bars_cache: BarsCacheDep,
     log_writer: LogWriterDep,
     predictor: PredictorDep,
 ) -> PredictionResponse:
     """Predict the next ``horizon`` closes from the latest stored lookback window.
 
-    The prediction is logged to ``prediction_log`` (one row per target date) before the
-    response is sent.
+    The window is cached per worker for ``APP_BARS_CACHE_SECONDS``. The prediction is
+    logged to ``prediction_log`` (one row per target date) before the response is sent.
     """
     started = time.perf_counter()
     return service.predict_from_store(
         session=session,
+        bars_cache=bars_cache,
         log_writer=log_writer,
         predictor=predictor,
         ticker=ticker,

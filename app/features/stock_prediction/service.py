@@ -13,12 +13,14 @@ import datetime as dt
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.core.cache import ExpiringCache
+from app.core.config import AppSettings
 from app.core.exceptions import BarsNotFoundError, InvalidRequestError
 from app.core.monitoring import PREDICTED_POINTS, PREDICTIONS_SERVED
 from app.features.stock_prediction.log_writer import PredictionLogWriter
@@ -29,9 +31,43 @@ from app.features.stock_prediction.schemas import (
     PredictionPoint,
     PredictionResponse,
 )
-from data_pipeline.storage.feature_store import read_last_bars
+from data_pipeline.storage.feature_store import Bars, read_last_bars
 
 _SATURDAY = 5
+#: Lookback windows kept at most in a worker's bars cache (one per ticker and lookback).
+BARS_CACHE_MAXSIZE = 1_024
+
+#: The last ``lookback`` bars by ``(ticker, lookback)``.
+BarsCache = ExpiringCache[tuple[str, int], Bars]
+
+
+def make_bars_cache(
+    settings: AppSettings, *, timer: Callable[[], float] = time.monotonic
+) -> BarsCache:
+    """The per-worker cache of lookback windows, ``APP_BARS_CACHE_SECONDS`` long."""
+    return ExpiringCache(
+        ttl_seconds=settings.bars_cache_seconds, maxsize=BARS_CACHE_MAXSIZE, timer=timer
+    )
+
+
+def last_bars(session: Session, cache: BarsCache, *, ticker: str, n: int) -> Bars:
+    """The last ``n`` bars of ``ticker``, oldest first, from ``cache`` or the price store.
+
+    A miss reads them with :func:`read_last_bars`; only a complete window (``n`` bars) is
+    kept, with read-only arrays (shared by concurrent requests), for the cache's TTL: bars
+    ingested meanwhile are served at most ``APP_BARS_CACHE_SECONDS`` after their commit.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the database is unavailable on a miss (503).
+    """
+
+    def load() -> Bars:
+        bars = read_last_bars(session, ticker=ticker, n=n)
+        for values in (bars.dates, bars.open, bars.high, bars.low, bars.close, bars.volume):
+            values.setflags(write=False)
+        return bars
+
+    return cache.get_or_load((ticker, n), load, keep=lambda bars: len(bars) >= n)
 
 
 def next_trading_days(as_of: dt.date, count: int) -> list[dt.date]:
@@ -140,6 +176,7 @@ def _respond(
 def predict_from_store(
     *,
     session: Session,
+    bars_cache: BarsCache,
     log_writer: PredictionLogWriter,
     predictor: Predictor,
     ticker: str,
@@ -150,7 +187,8 @@ def predict_from_store(
     """Forecast ``horizon`` closes from the last ``lookback`` stored bars, log and commit.
 
     Args:
-        session: the request's session (reads the bars).
+        session: the request's session (reads the bars on a cache miss).
+        bars_cache: the worker's lookback windows (``APP_BARS_CACHE_SECONDS``).
         log_writer: commits the prediction_log rows (group commit) before this returns.
         predictor: the served models.
         ticker: normalized ticker.
@@ -161,10 +199,11 @@ def predict_from_store(
     Raises:
         ModelNotFoundError: no champion served for the ticker (404).
         BarsNotFoundError: fewer stored bars than the model's lookback (404).
-        sqlalchemy.exc.OperationalError: the database is unavailable (503); nothing logged.
+        sqlalchemy.exc.OperationalError: the database is unavailable, on a cache miss or at
+            the commit of the rows (503); nothing logged.
     """
     model = predictor.get(ticker)
-    bars = read_last_bars(session, ticker=ticker, n=model.lookback)
+    bars = last_bars(session, bars_cache, ticker=ticker, n=model.lookback)
     if len(bars) < model.lookback:
         raise BarsNotFoundError(ticker, found=len(bars), needed=model.lookback)
     forecast = model.forecast(bars.as_mapping(), horizon)

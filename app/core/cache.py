@@ -1,0 +1,82 @@
+"""A per-process, thread-safe time-to-live cache for values read from the database.
+
+Requests run in a thread pool, and ``cachetools.TTLCache`` is not thread-safe (a lookup may
+evict expired entries), so every access holds one lock. A miss is computed outside the lock:
+two threads missing the same key at once both read the database, and the later one's value
+is kept; that costs one extra read, never a stale value.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar, cast
+
+from cachetools import TTLCache
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+_MISSING = object()
+
+
+class ExpiringCache(Generic[K, V]):
+    """Values kept for ``ttl_seconds`` after they were stored, then read again.
+
+    Args:
+        ttl_seconds: lifetime of an entry, seconds; 0 disables the cache (every
+            :meth:`get_or_load` calls its loader).
+        maxsize: entries kept at most; the least recently used goes first.
+        timer: the clock, seconds (``time.monotonic``; tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float,
+        maxsize: int,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl_seconds < 0:
+            raise ValueError(f"ttl_seconds must be >= 0, got {ttl_seconds}")
+        self.ttl_seconds = ttl_seconds
+        self._lock = threading.Lock()
+        self._cache: TTLCache[K, V] | None = (
+            TTLCache(maxsize=maxsize, ttl=ttl_seconds, timer=timer) if ttl_seconds > 0 else None
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """False when the TTL is 0."""
+        return self._cache is not None
+
+    def get_or_load(self, key: K, load: Callable[[], V], *, keep: Callable[[V], bool]) -> V:
+        """The cached value of ``key``, or else ``load()``, stored when ``keep(value)``.
+
+        Exceptions of ``load`` propagate and nothing is stored.
+        """
+        cache = self._cache
+        if cache is None:
+            return load()
+        with self._lock:
+            cached = cache.get(key, _MISSING)
+        if cached is not _MISSING:
+            return cast(V, cached)
+        value = load()
+        if keep(value):
+            with self._lock:
+                cache[key] = value
+        return value
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        if self._cache is not None:
+            with self._lock:
+                self._cache.clear()
+
+    def __len__(self) -> int:
+        if self._cache is None:
+            return 0
+        with self._lock:
+            return len(self._cache)

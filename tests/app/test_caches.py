@@ -1,0 +1,214 @@
+"""The per-worker caches of the token's user and of the lookback windows, as a user sees them:
+a deactivated user keeps access for at most APP_USER_CACHE_SECONDS, a new bar is served at
+most APP_BARS_CACHE_SECONDS after its ingest, and a warm GET /predict reads nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
+
+from app.core.cache import ExpiringCache
+from app.features.auth.crud import get_by_username
+from app.features.auth.dependencies import make_user_cache
+from app.features.stock_prediction.predictor import Predictor
+from app.features.stock_prediction.service import make_bars_cache
+from app.main import create_app
+from common.db import create_db_engine, make_session_factory
+from data_pipeline.storage.feature_store import upsert_bars
+from tests.app.conftest import LOOKBACK, TICKER, Registry, login
+from tests.app.factories import PASSWORD, create_user, make_settings
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+class FakeClock:
+    """A monotonic clock, seconds, that moves only when a test advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _use_fake_clock(client: TestClient) -> tuple[FakeClock, tuple[Any, Any]]:
+    """Replace the running app's caches by new ones (TTLs from its settings) on a fake clock."""
+    state = client.app.state  # type: ignore[attr-defined]
+    saved = (state.user_cache, state.bars_cache)
+    clock = FakeClock()
+    state.user_cache = make_user_cache(state.settings, timer=clock)
+    state.bars_cache = make_bars_cache(state.settings, timer=clock)
+    return clock, saved
+
+
+@pytest.fixture
+def clock(client: TestClient) -> Iterator[FakeClock]:
+    """The session app's caches on a fake clock for the test, the real ones restored after."""
+    fake, saved = _use_fake_clock(client)
+    yield fake
+    client.app.state.user_cache, client.app.state.bars_cache = saved  # type: ignore[attr-defined]
+
+
+def test_default_ttls_are_5_and_30_seconds(settings: Any) -> None:
+    """APP_USER_CACHE_SECONDS defaults to 5, APP_BARS_CACHE_SECONDS to 30."""
+    assert settings.user_cache_seconds == 5
+    assert settings.bars_cache_seconds == 30
+
+
+def test_deactivated_user_is_refused_once_the_user_cache_expires(
+    client: TestClient, clock: FakeClock, settings: Any, app_sessions: Callable[[], Session]
+) -> None:
+    """After deactivation the token still works until APP_USER_CACHE_SECONDS have passed
+    since the user's row was read, then every protected route answers 401; a new login is
+    refused at once (it always reads the row)."""
+    with app_sessions() as session:
+        create_user(session, "cached-leaver")
+    headers = {"Authorization": f"Bearer {login(client, 'cached-leaver')}"}
+    assert client.get("/auth/me", headers=headers).status_code == 200
+    with app_sessions() as session:
+        user = get_by_username(session, username="cached-leaver")
+        assert user is not None
+        user.is_active = False
+        session.commit()
+
+    clock.now += settings.user_cache_seconds - 0.5
+    assert client.get("/auth/me", headers=headers).status_code == 200
+    relogin = client.post("/auth/token", data={"username": "cached-leaver", "password": PASSWORD})
+    assert relogin.status_code == 401
+
+    clock.now += 0.5
+    for response in (
+        client.get("/auth/me", headers=headers),
+        client.get(f"/predict/{TICKER}", headers=headers),
+    ):
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def _weekdays(start: dt.date, n: int) -> list[dt.date]:
+    days: list[dt.date] = []
+    day = start
+    while len(days) < n:
+        if day.weekday() < 5:
+            days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
+def _bar(day: dt.date, close: float) -> dict[str, Any]:
+    return {
+        "date": day,
+        "open": close - 0.2,
+        "high": close + 0.5,
+        "low": close - 0.5,
+        "close": close,
+        "volume": 1_000_000,
+    }
+
+
+def _store_bars(url: str, rows: list[dict[str, Any]]) -> None:
+    engine = create_db_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            upsert_bars(session, ticker=TICKER, rows=rows, source="snapshot")
+            session.commit()
+    finally:
+        engine.dispose()
+
+
+def test_a_new_bar_is_served_once_the_bars_cache_expires(
+    fresh_pg_url: str, registry: Registry
+) -> None:
+    """A bar ingested after a prediction is not used until APP_BARS_CACHE_SECONDS have
+    passed since the window was read; then GET /predict forecasts from it."""
+    days = _weekdays(dt.date(2024, 1, 1), LOOKBACK + 1)
+    _store_bars(fresh_pg_url, [_bar(d, 30.0 + 0.1 * i) for i, d in enumerate(days[:-1])])
+    engine = create_db_engine(fresh_pg_url)
+    with make_session_factory(engine)() as session:
+        create_user(session, "ana")
+    engine.dispose()
+    predictor = Predictor(tracking_uri=registry.tracking_uri)
+    settings = make_settings(database_url=fresh_pg_url, tracking_uri=registry.tracking_uri)
+    with TestClient(create_app(settings, predictor=predictor, configure_logs=False)) as client:
+        clock, _ = _use_fake_clock(client)
+        headers = {"Authorization": f"Bearer {login(client, 'ana')}"}
+        before = client.get(f"/predict/{TICKER}", headers=headers).json()
+        assert before["as_of_date"] == days[-2].isoformat()
+
+        _store_bars(fresh_pg_url, [_bar(days[-1], 40.0)])
+        clock.now += settings.bars_cache_seconds - 0.5
+        cached = client.get(f"/predict/{TICKER}", headers=headers).json()
+        assert cached["as_of_date"] == days[-2].isoformat()
+        assert cached["last_close"] == before["last_close"]
+
+        clock.now += 0.5
+        after = client.get(f"/predict/{TICKER}", headers=headers).json()
+        assert after["as_of_date"] == days[-1].isoformat()
+        assert after["last_close"] == 40.0
+
+
+def test_a_warm_predict_reads_nothing_and_only_the_writer_inserts(
+    client: TestClient, clock: FakeClock, user_headers: dict[str, str]
+) -> None:
+    """With the user and the window cached, GET /predict checks out one connection, the
+    group-commit writer's, and runs one statement: its INSERT into prediction_log."""
+    engine: Engine = client.app.state.session_factory.kw["bind"]  # type: ignore[attr-defined]
+    assert client.get(f"/predict/{TICKER}?horizon=3", headers=user_headers).status_code == 200
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    checkouts: list[object] = []
+
+    def checked_out(connection: Any, *_args: Any) -> None:
+        checkouts.append(connection)
+
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine.pool, "checkout", checked_out)
+    try:
+        response = client.get(f"/predict/{TICKER}?horizon=3", headers=user_headers)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine.pool, "checkout", checked_out)
+    assert response.status_code == 200
+    assert len(checkouts) == 1  # the writer's; the request's session never connected
+    assert statements, "the writer's INSERT was not seen"
+    assert all(s.startswith("INSERT INTO prediction_log") for s in statements), statements
+
+
+def test_a_ttl_of_zero_loads_every_time() -> None:
+    """APP_*_CACHE_SECONDS=0 disables a cache: every lookup reads."""
+    loads: list[int] = []
+
+    def load() -> int:
+        loads.append(1)
+        return len(loads)
+
+    cache: ExpiringCache[str, int] = ExpiringCache(ttl_seconds=0, maxsize=10)
+    assert [cache.get_or_load("k", load, keep=lambda _v: True) for _ in range(3)] == [1, 2, 3]
+    assert not cache.enabled and len(cache) == 0
+
+
+def test_values_refused_by_keep_and_failed_loads_are_not_stored() -> None:
+    """An unknown user (None) or a short window is read again next time; so is a failure."""
+    clock = FakeClock()
+    cache: ExpiringCache[str, int | None] = ExpiringCache(ttl_seconds=5, maxsize=10, timer=clock)
+    assert cache.get_or_load("ghost", lambda: None, keep=lambda v: v is not None) is None
+    assert cache.get_or_load("ghost", lambda: 7, keep=lambda v: v is not None) == 7
+    assert cache.get_or_load("ghost", lambda: 8, keep=lambda v: v is not None) == 7
+
+    def fail() -> int:
+        raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_load("other", fail, keep=lambda _v: True)
+    assert cache.get_or_load("other", lambda: 1, keep=lambda _v: True) == 1
+    clock.now += 5
+    assert cache.get_or_load("ghost", lambda: 9, keep=lambda v: v is not None) == 9
