@@ -63,6 +63,10 @@ def log_returns(close: npt.ArrayLike) -> FloatArray:
 
 
 def _windows(values: FloatArray, lookback: int) -> FloatArray:
+    if len(values) == lookback:
+        # one window (the API's multi-step forecast, once per step): the same view as
+        # sliding_window_view's, without its ~9 µs of overhead
+        return values.reshape(1, lookback)
     return np.lib.stride_tricks.sliding_window_view(values, lookback)
 
 

@@ -58,3 +58,14 @@ def test_unknown_feature_and_short_input_are_clear_errors(spy_bars: dict[str, np
         window_features(spy_bars, 10, ["rsi"])
     with pytest.raises(ValueError, match="at least lookback"):
         window_features({k: v[:5] for k, v in spy_bars.items()}, 10, ["rel_log_close"])
+
+
+def test_exactly_one_window_equals_the_last_of_the_sliding_windows(
+    spy_bars: dict[str, np.ndarray],
+) -> None:
+    """The API computes one window per forecast step (bars == lookback): same features."""
+    features = ["rel_log_close", "hl_range", "oc_return"]
+    last = {k: v[-30:] for k, v in spy_bars.items()}
+    one = window_features(last, 30, features)
+    assert one.shape == (1, 30, 3)
+    np.testing.assert_array_equal(one, window_features(spy_bars, 30, features)[-1:])

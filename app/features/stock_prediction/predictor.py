@@ -120,20 +120,29 @@ class ServedModel:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         meta = self.metadata
+        lookback = meta.lookback
         columns = sorted({"close", *required_columns(meta.features)})
-        window: dict[str, FloatArray] = {}
+        # One buffer per column holds the lookback bars and then the synthetic bars: step k's
+        # window is the view buffer[k : k + lookback] (no copy, no np.append per step).
+        buffers: dict[str, FloatArray] = {}
         for column in columns:
             values = np.asarray(bars[column], dtype=np.float64)
-            if len(values) < meta.lookback:
-                raise ValueError(f"need {meta.lookback} bars, got {len(values)}")
-            window[column] = values[-meta.lookback :].copy()
-        f_mean, f_scale = meta.feature_scaler.mean, meta.feature_scaler.scale
-        t_mean, t_scale = meta.target_scaler.mean, meta.target_scaler.scale
-        closes = np.empty(horizon, dtype=np.float64)
+            if len(values) < lookback:
+                raise ValueError(f"need {lookback} bars, got {len(values)}")
+            buffer = np.empty(lookback + horizon, dtype=np.float64)
+            buffer[:lookback] = values[-lookback:]
+            buffers[column] = buffer
+        f_mean = np.asarray(meta.feature_scaler.mean, dtype=np.float64)
+        f_scale = np.asarray(meta.feature_scaler.scale, dtype=np.float64)
+        t_mean = np.asarray(meta.target_scaler.mean, dtype=np.float64)
+        t_scale = np.asarray(meta.target_scaler.scale, dtype=np.float64)
+        close = buffers["close"]
         returns = np.empty(horizon, dtype=np.float64)
         inference = 0.0
         for step in range(horizon):
-            x = window_features(window, meta.lookback, meta.features)[-1:]
+            end = step + lookback
+            window = {column: buffer[step:end] for column, buffer in buffers.items()}
+            x = window_features(window, lookback, meta.features)  # (1, lookback, n_features)
             x_scaled = scale(x, f_mean, f_scale).astype(np.float32)
             began = time.perf_counter()
             output = self.session.run(None, {self.input_name: x_scaled})[0]
@@ -141,10 +150,10 @@ class ServedModel:
             scaled = np.asarray(output, dtype=np.float64).reshape(-1)[:1]
             r = float(unscale(scaled, t_mean, t_scale)[0])
             ratio = math.exp(r)
-            for column, values in window.items():
-                window[column] = np.append(values[1:], values[-1] * ratio)
+            for buffer in buffers.values():
+                buffer[end] = buffer[end - 1] * ratio
             returns[step] = r
-            closes[step] = window["close"][-1]
+        closes = close[lookback:].copy()
         INFERENCE_LATENCY.labels(ticker=self.ticker).observe(inference)
         return Forecast(closes=closes, log_returns=returns, inference_seconds=inference)
 
