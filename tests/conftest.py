@@ -67,6 +67,21 @@ class _PgServer:
             conn.execute(text(f'CREATE DATABASE "{name}"{tmpl}'))
         return self.url_for(name)
 
+    def set_outage(self, name: str, *, down: bool) -> None:
+        """Refuse (or allow again) connections to ``name`` and drop the open ones: an outage."""
+        with self.admin.connect() as conn:
+            conn.execute(
+                text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(not down).lower()}')
+            )
+            if down:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
     def drop(self, name: str) -> None:
         with self.admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

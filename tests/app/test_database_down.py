@@ -48,22 +48,6 @@ def own_db(pg_server: Any, pg_template: str) -> Iterator[tuple[str, str]]:
     pg_server.drop(name)
 
 
-def _set_database_down(pg_server: Any, name: str, *, down: bool) -> None:
-    """Refuse (or allow again) connections to ``name`` and drop the open ones, as an outage."""
-    with pg_server.admin.connect() as conn:
-        conn.execute(
-            text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(not down).lower()}')
-        )
-        if down:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-
-
 def test_database_outage_gives_503_and_the_app_recovers_by_itself(
     own_db: tuple[str, str],
     pg_server: Any,
@@ -79,7 +63,7 @@ def test_database_outage_gives_503_and_the_app_recovers_by_itself(
         headers = {"Authorization": f"Bearer {login(client, 'ana')}"}
         assert client.get(f"/predict/{TICKER}", headers=headers).status_code == 200
 
-        _set_database_down(pg_server, name, down=True)
+        pg_server.set_outage(name, down=True)
         down = client.get(f"/predict/{TICKER}?horizon=2", headers=headers)
         assert down.status_code == 503
         assert down.json() == {"detail": "the database is unavailable; retry in a few seconds"}
@@ -93,7 +77,7 @@ def test_database_outage_gives_503_and_the_app_recovers_by_itself(
         )
         assert client.get("/health").status_code == 200
 
-        _set_database_down(pg_server, name, down=False)
+        pg_server.set_outage(name, down=False)
         back = client.get(f"/predict/{TICKER}?horizon=2", headers=headers)
         assert back.status_code == 200
         assert client.get("/ready").status_code == 200

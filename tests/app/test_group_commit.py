@@ -161,21 +161,6 @@ def test_a_refused_request_fails_alone_and_leaves_no_rows(
     assert writer.running is False
 
 
-def _set_database_down(pg_server: Any, name: str, *, down: bool) -> None:
-    with pg_server.admin.connect() as conn:
-        conn.execute(
-            text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(not down).lower()}')
-        )
-        if down:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-
-
 def test_the_writer_survives_a_database_outage(pg_server: Any, pg_template: str) -> None:
     """While Postgres refuses connections a write fails with the database error (the app's
     503) and stores nothing; once it is back the same writer commits again."""
@@ -188,17 +173,17 @@ def test_the_writer_survives_a_database_outage(pg_server: Any, pg_template: str)
     before, during, after = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     try:
         writer.write([_row(before)])
-        _set_database_down(pg_server, name, down=True)
+        pg_server.set_outage(name, down=True)
         with pytest.raises((OperationalError, InterfaceError)):
             writer.write([_row(during)])
         assert writer.running
-        _set_database_down(pg_server, name, down=False)
+        pg_server.set_outage(name, down=False)
         writer.write([_row(after)])
         assert [_rows_of(sessions, i) for i in (before, during, after)] == [1, 0, 1]
     finally:
         writer.stop()
         engine.dispose()
-        _set_database_down(pg_server, name, down=False)
+        pg_server.set_outage(name, down=False)
         pg_server.drop(name)
 
 
