@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import re
+from collections.abc import Sequence
 
 #: Letters, digits and the punctuation Yahoo uses: ``.`` (exchange suffix, ``PETR4.SA``),
 #: ``-`` (share classes, ``BRK-B``), ``^`` (indices, ``^BVSP``) and ``=`` (FX and futures,
@@ -38,3 +40,14 @@ def normalize_ticker(ticker: str) -> str:
     if not _TICKER_RE.fullmatch(candidate):
         raise InvalidTickerError(ticker)
     return candidate.upper()
+
+
+def add_tickers_option(parser: argparse.ArgumentParser, default: Sequence[str]) -> None:
+    """Add ``--tickers A B C`` (one option, many Yahoo symbols) with ``default`` to a CLI."""
+    parser.add_argument(
+        "--tickers",
+        nargs="+",
+        default=list(default),
+        metavar="TICKER",
+        help=f"Yahoo symbols (default: {' '.join(default)})",
+    )

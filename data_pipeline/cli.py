@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from common.db import DatabaseUnavailableError, create_db_engine, make_session_factory, redact_url
 from common.logging_setup import configure_logging
+from common.tickers import add_tickers_option
 from data_pipeline.config import get_settings
 from data_pipeline.sources.base import BarSource
 from data_pipeline.sources.snapshot import SnapshotSource
@@ -42,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ingest = sub.add_parser("ingest", help="fetch, validate and store daily bars")
-    ingest.add_argument(
-        "--tickers",
-        nargs="+",
-        default=settings.tickers,
-        metavar="TICKER",
-        help=f"Yahoo symbols (default: {' '.join(settings.tickers)})",
-    )
+    add_tickers_option(ingest, settings.tickers)
     ingest.add_argument(
         "--source",
         choices=["yahoo", "snapshot", "auto"],

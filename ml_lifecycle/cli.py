@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.logging_setup import configure_logging
+from common.tickers import add_tickers_option
 from ml_lifecycle.config import get_settings
 
 logger = logging.getLogger("ml_lifecycle")
@@ -52,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train, evaluate, register and maybe promote")
-    train.add_argument(
-        "--tickers",
-        nargs="+",
-        default=settings.tickers,
-        metavar="TICKER",
-        help=f"Yahoo symbols (default: {' '.join(settings.tickers)})",
-    )
+    add_tickers_option(train, settings.tickers)
     train.add_argument(
         "--config",
         type=Path,
@@ -92,13 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     evaluate = sub.add_parser("evaluate", help="re-evaluate each champion on the latest data")
-    evaluate.add_argument(
-        "--tickers",
-        nargs="+",
-        default=settings.tickers,
-        metavar="TICKER",
-        help=f"Yahoo symbols (default: {' '.join(settings.tickers)})",
-    )
+    add_tickers_option(evaluate, settings.tickers)
 
     report = sub.add_parser(
         "report", help="print a Markdown table of LSTM vs naive from a train JSON summary"
