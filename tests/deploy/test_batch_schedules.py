@@ -23,6 +23,23 @@ from tests.conftest import REPO_ROOT
 TWO_TICKERS = '["PETR4.SA","AAPL"]'
 
 
+def next_fire_then_sigterm(proc: subprocess.Popen[str]) -> tuple[str, dt.datetime, str]:
+    """Read a scheduler's 'next run at' log line, then stop it like ``docker stop`` does.
+
+    Returns the line, the fire time it announces, and the rest of its stderr after SIGTERM.
+    """
+    try:
+        assert proc.stderr is not None
+        line = next(line for line in proc.stderr if "next run at" in line)
+        fire = dt.datetime.fromisoformat(line.strip().rsplit(" ", 1)[-1])
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return line, fire, rest
+
+
 def pipeline_env(database_url: str, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -105,20 +122,12 @@ def test_long_running_schedule_logs_the_next_fire_time_and_stops_on_sigterm(
         env=pipeline_env(sqlite_url, PIPELINE_SCHEDULE_CRON=cron),
         cwd=REPO_ROOT,
     )
-    try:
-        assert proc.stderr is not None
-        line = next(line for line in proc.stderr if "next run at" in line)
-        assert f"ingest: scheduled with cron '{cron}'" in line
-        fire = dt.datetime.fromisoformat(line.strip().rsplit(" ", 1)[-1])
-        assert fire.isoweekday() in weekdays
-        assert (fire.hour, fire.minute) == (hour, 0)
-        assert fire.utcoffset() == dt.timedelta(0)  # TZ=UTC
-        assert dt.timedelta(0) < fire - dt.datetime.now(dt.UTC) <= dt.timedelta(days=7)
-        proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    line, fire, rest = next_fire_then_sigterm(proc)
+    assert f"ingest: scheduled with cron '{cron}'" in line
+    assert fire.isoweekday() in weekdays
+    assert (fire.hour, fire.minute) == (hour, 0)
+    assert fire.utcoffset() == dt.timedelta(0)  # TZ=UTC
+    assert dt.timedelta(0) < fire - dt.datetime.now(dt.UTC) <= dt.timedelta(days=7)
     assert proc.returncode == 0
     assert "ingest: received SIGTERM, stopping" in rest
     assert stored_tickers(sqlite_url) == {}  # nothing ran before the first fire time
@@ -164,17 +173,9 @@ def test_ml_schedule_defaults_to_saturday_0300_and_stops_on_sigterm(
         env=env,
         cwd=tmp_path,  # no .env here: the default applies
     )
-    try:
-        assert proc.stderr is not None
-        line = next(line for line in proc.stderr if "next run at" in line)
-        assert "train: scheduled with cron '0 3 * * 6'" in line
-        fire = dt.datetime.fromisoformat(line.strip().rsplit(" ", 1)[-1])
-        assert (fire.isoweekday(), fire.hour, fire.minute) == (6, 3, 0)  # Saturday 03:00
-        proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    line, fire, rest = next_fire_then_sigterm(proc)
+    assert "train: scheduled with cron '0 3 * * 6'" in line
+    assert (fire.isoweekday(), fire.hour, fire.minute) == (6, 3, 0)  # Saturday 03:00
     assert proc.returncode == 0
     assert "train: received SIGTERM, stopping" in rest
 
