@@ -80,7 +80,7 @@ def create_app(
         app.state.predictor = served
         app.state.user_cache = make_user_cache(active)
         app.state.bars_cache = make_bars_cache(active)
-        log_writer = PredictionLogWriter(app.state.session_factory)
+        log_writer = PredictionLogWriter(engine)
         app.state.log_writer = log_writer
         logger.info(
             "starting (%s): database %s, registry %s",

@@ -1,9 +1,10 @@
 """A per-process, thread-safe time-to-live cache for values read from the database.
 
-Requests run in a thread pool, and ``cachetools.TTLCache`` is not thread-safe (a lookup may
-evict expired entries), so every access holds one lock. A miss is computed outside the lock:
-two threads missing the same key at once both read the database, and the later one's value
-is kept; that costs one extra read, never a stale value.
+Lookups run on the event loop, a miss's loader in the thread pool (so several loaders and
+the loop touch the cache at once), and ``cachetools.TTLCache`` is not thread-safe (a lookup
+may evict expired entries), so every access holds one lock. A miss is computed outside the
+lock: two requests missing the same key at once both read the database, and the later one's
+value is kept; that costs one extra read, never a stale value.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar, cast
 
+import anyio.to_thread
 from cachetools import TTLCache
 
 K = TypeVar("K", bound=Hashable)
@@ -51,20 +53,20 @@ class ExpiringCache(Generic[K, V]):
         """False when the TTL is 0."""
         return self._cache is not None
 
-    def get_or_load(self, key: K, load: Callable[[], V], *, keep: Callable[[V], bool]) -> V:
+    async def get_or_load(self, key: K, load: Callable[[], V], *, keep: Callable[[V], bool]) -> V:
         """The cached value of ``key``, or else ``load()``, stored when ``keep(value)``.
 
-        Exceptions of ``load`` propagate and nothing is stored.
+        For the event loop: a hit costs no thread; a miss runs the blocking ``load()`` in the
+        thread pool. Exceptions of ``load`` propagate and nothing is stored.
         """
         cache = self._cache
-        if cache is None:
-            return load()
-        with self._lock:
-            cached = cache.get(key, _MISSING)
-        if cached is not _MISSING:
-            return cast(V, cached)
-        value = load()
-        if keep(value):
+        if cache is not None:
+            with self._lock:
+                cached = cache.get(key, _MISSING)
+            if cached is not _MISSING:
+                return cast(V, cached)
+        value = await anyio.to_thread.run_sync(load)
+        if cache is not None and keep(value):
             with self._lock:
                 cache[key] = value
         return value

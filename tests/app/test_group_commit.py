@@ -108,7 +108,7 @@ def test_concurrent_writes_are_all_committed_in_fewer_transactions(
     """40 threads write at once while the first commit is held: every row is stored, and
     the 39 that queued share transactions (group commit) instead of one commit each."""
     engine, sessions = writer_db
-    writer = PredictionLogWriter(sessions)
+    writer = PredictionLogWriter(engine)
     writer.start()
     ids = [uuid.uuid4() for _ in range(40)]
     try:
@@ -135,7 +135,7 @@ def test_a_refused_request_fails_alone_and_leaves_no_rows(
     DatabaseUnavailableError (503) and stores none of its rows; the requests committed in
     the same batch are stored in full."""
     engine, sessions = writer_db
-    writer = PredictionLogWriter(sessions)
+    writer = PredictionLogWriter(engine)
     writer.start()
     good = [uuid.uuid4() for _ in range(5)]
     bad = uuid.uuid4()
@@ -168,7 +168,7 @@ def test_the_writer_survives_a_database_outage(pg_server: Any, pg_template: str)
     url = pg_server.create(name, template=pg_template)
     engine = create_db_engine(url)
     sessions = make_session_factory(engine)
-    writer = PredictionLogWriter(sessions)
+    writer = PredictionLogWriter(engine)
     writer.start()
     before, during, after = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     try:
@@ -187,11 +187,34 @@ def test_the_writer_survives_a_database_outage(pg_server: Any, pg_template: str)
         pg_server.drop(name)
 
 
+def test_a_connection_dropped_while_idle_costs_no_request(
+    pg_server: Any, pg_template: str
+) -> None:
+    """The writer keeps one connection; when the server drops it between two requests (a
+    restart, an idle timeout), the next request's rows are still committed, on a new one."""
+    name = f"stockcast_test_writer_{uuid.uuid4().hex[:8]}"
+    url = pg_server.create(name, template=pg_template)
+    engine = create_db_engine(url)
+    sessions = make_session_factory(engine)
+    writer = PredictionLogWriter(engine)
+    writer.start()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    try:
+        writer.write([_row(first)])
+        pg_server.set_outage(name, down=True)  # terminates every backend, the writer's too
+        pg_server.set_outage(name, down=False)
+        writer.write([_row(second)])
+        assert [_rows_of(sessions, i) for i in (first, second)] == [1, 1]
+    finally:
+        writer.stop()
+        engine.dispose()
+        pg_server.drop(name)
+
+
 def test_the_writer_commits_on_sqlite_too(sqlite_url: str) -> None:
     """The embedded default (make run): concurrent writes to SQLite are all stored."""
     engine = create_db_engine(sqlite_url)
-    sessions = make_session_factory(engine)
-    writer = PredictionLogWriter(sessions)
+    writer = PredictionLogWriter(engine)
     writer.start()
     ids = [uuid.uuid4() for _ in range(20)]
     try:

@@ -14,7 +14,7 @@ from fastapi.security import OAuth2PasswordBearer
 from app.core import security
 from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
-from app.core.database import SessionDep
+from app.core.database import get_session_factory
 from app.core.exceptions import ForbiddenError, InvalidCredentialsError
 from app.features.auth import crud
 
@@ -63,8 +63,8 @@ async def get_user_cache(request: Request) -> UserCache:
     return cache
 
 
-def get_current_user(
-    session: SessionDep,
+async def get_current_user(
+    request: Request,
     settings: SettingsDep,
     user_cache: Annotated[UserCache, Depends(get_user_cache)],
     token: Annotated[str | None, Depends(oauth2_scheme)],
@@ -73,7 +73,8 @@ def get_current_user(
 
     The token (signature, ``exp``, algorithm) is verified on every request; the user's row
     is read from the database at most once per ``APP_USER_CACHE_SECONDS`` per worker, so a
-    deactivated user keeps access at most that long (0 = read on every request).
+    deactivated user keeps access at most that long (0 = read on every request). ``async``:
+    a cached user costs no thread-pool hop; a miss reads the row in the thread pool.
 
     Raises:
         InvalidCredentialsError: no token, or a malformed, expired, wrongly signed or
@@ -90,19 +91,22 @@ def get_current_user(
     except security.TokenError as exc:
         raise InvalidCredentialsError(str(exc)) from exc
 
-    def load() -> AuthenticatedUser | None:
-        row = crud.get_by_username(session, username=username)
-        if row is None:
-            return None
-        return AuthenticatedUser(
-            id=row.id,
-            username=row.username,
-            is_active=row.is_active,
-            is_admin=row.is_admin,
-            created_at=row.created_at,
-        )
+    session_factory = get_session_factory(request)
 
-    user = user_cache.get_or_load(username, load, keep=lambda found: found is not None)
+    def load() -> AuthenticatedUser | None:
+        with session_factory() as session:
+            row = crud.get_by_username(session, username=username)
+            if row is None:
+                return None
+            return AuthenticatedUser(
+                id=row.id,
+                username=row.username,
+                is_active=row.is_active,
+                is_admin=row.is_admin,
+                created_at=row.created_at,
+            )
+
+    user = await user_cache.get_or_load(username, load, keep=lambda found: found is not None)
     if user is None or not user.is_active:
         raise InvalidCredentialsError("the token's user does not exist or is inactive")
     return user
@@ -111,7 +115,7 @@ def get_current_user(
 CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user)]
 
 
-def get_admin_user(user: CurrentUser) -> AuthenticatedUser:
+async def get_admin_user(user: CurrentUser) -> AuthenticatedUser:
     """The current user, if an admin.
 
     Raises:

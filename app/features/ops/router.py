@@ -35,7 +35,7 @@ class Readiness(BaseModel):
 
 
 @router.get("/health")
-def health() -> Health:
+async def health() -> Health:
     """Liveness probe: 200 while the process runs."""
     return Health()
 

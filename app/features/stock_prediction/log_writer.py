@@ -1,13 +1,17 @@
 """Group commit of ``prediction_log`` rows: one writer thread per process, one transaction
 for the rows of every request that is waiting.
 
-A request hands its rows to :meth:`PredictionLogWriter.write` and blocks until they are
-committed (or the commit failed), so a 200 response is never sent for rows that are not
-durable. Meanwhile other requests queue their rows; when the current commit returns, the
-writer takes everything queued and commits it as one multi-row ``INSERT`` in one transaction.
-Under load one WAL flush then covers many requests instead of one each (the batching that
-databases call *group commit*, here done by the client); with a single request in flight it
-is an ordinary commit with no added wait.
+A request hands its rows to :meth:`PredictionLogWriter.write_async` (from the event loop;
+:meth:`~PredictionLogWriter.write` from a thread) and waits until they are committed (or the
+commit failed), so a 200 response is never sent for rows that are not durable. The event
+loop is not blocked meanwhile: the writer thread settles the request's asyncio future with
+``call_soon_threadsafe``, so a waiting request costs no thread.
+
+Meanwhile other requests queue their rows; when the current commit returns, the writer takes
+everything queued and commits it as one multi-row ``INSERT`` in one transaction. Under load
+one WAL flush then covers many requests instead of one each (the batching that databases
+call *group commit*, here done by the client); with a single request in flight it is an
+ordinary commit with no added wait.
 
 Failures:
 
@@ -24,6 +28,7 @@ Failures:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -31,11 +36,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from app.features.stock_prediction import crud
 from common.db import DatabaseUnavailableError
@@ -48,29 +53,68 @@ MAX_BATCH_ROWS = 5000
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
-@dataclass
+#: Called by the writer thread once with the outcome of a request's rows: ``None`` when
+#: committed, else the exception that failed them.
+Settle = Callable[[BaseException | None], None]
+
+
+@dataclass(frozen=True)
 class _Pending:
     rows: Sequence[dict[str, Any]]
-    done: Future[None] = field(default_factory=Future)
+    settle: Settle
+
+
+def _settle_future(future: Future[None], exc: BaseException | None) -> None:
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
+
+
+def _settle_waiter(waiter: asyncio.Future[None], exc: BaseException | None) -> None:
+    # runs on the event loop; the waiter is done already when its request was cancelled
+    # (client gone or timed out): the rows are committed all the same, nobody is told
+    if waiter.done():
+        return
+    if exc is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(exc)
+
+
+def _failure(exc: BaseException) -> BaseException:
+    """The exception a request sees for a failed commit: connection errors as they are."""
+    if isinstance(exc, OperationalError | InterfaceError | DatabaseUnavailableError):
+        return exc
+    failed = DatabaseUnavailableError(f"the prediction log could not be committed: {exc}")
+    failed.__cause__ = exc
+    return failed
 
 
 class PredictionLogWriter:
     """Commits the ``prediction_log`` rows of concurrent requests in shared transactions.
 
+    The writer thread keeps one connection of ``engine``'s pool for as long as it works
+    (no checkout and ``pool_pre_ping`` per batch). A connection found dead at the
+    ``INSERT`` (the database restarted meanwhile) is replaced and the batch tried once more
+    on a new one, since nothing of it was written; a connection lost at the ``COMMIT`` is
+    replaced too, but that batch fails (its outcome is unknown, so no 200 is sent for it).
+
     Args:
-        session_factory: makes the writer's sessions (the app's factory).
+        engine: the app's engine.
         timeout_seconds: longest :meth:`write` waits for its commit, seconds.
         max_batch_rows: most rows per transaction.
     """
 
     def __init__(
         self,
-        session_factory: Callable[[], Session],
+        engine: Engine,
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_batch_rows: int = MAX_BATCH_ROWS,
     ) -> None:
-        self._session_factory = session_factory
+        self._engine = engine
+        self._connection: Connection | None = None  # the writer thread's only
         self._timeout = timeout_seconds
         self._max_rows = max_batch_rows
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -104,7 +148,9 @@ class PredictionLogWriter:
             thread.join(timeout=timeout)
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Commit ``rows`` (one request's), together with other requests' rows; block until done.
+        """Commit ``rows`` (one request's) with other requests' rows; block until done.
+
+        For callers on a thread; request handlers on the event loop use :meth:`write_async`.
 
         Args:
             rows: column values of :class:`app.models.prediction_log.PredictionLog`.
@@ -118,22 +164,46 @@ class PredictionLogWriter:
         """
         if not rows:
             return
+        done: Future[None] = Future()
+        self._submit(_Pending(rows, lambda exc: _settle_future(done, exc)))
+        try:
+            done.result(timeout=self._timeout)
+        except FutureTimeout as exc:
+            raise self._timed_out() from exc
+
+    async def write_async(self, rows: Sequence[dict[str, Any]]) -> None:
+        """:meth:`write` for the event loop: waits for the commit without blocking the loop.
+
+        Cancelling the caller (a client that disconnects) does not withdraw the rows: they
+        are committed with their batch, and no 200 was sent for them.
+
+        Raises:
+            the exceptions of :meth:`write`.
+        """
+        if not rows:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle_waiter, waiter, exc)
+
+        self._submit(_Pending(rows, settle))
+        try:
+            async with asyncio.timeout(self._timeout):
+                await waiter
+        except TimeoutError as exc:
+            raise self._timed_out() from exc
+
+    def _submit(self, pending: _Pending) -> None:
         if not self.running:
             raise DatabaseUnavailableError("the prediction log writer is not running")
-        pending = _Pending(rows)
         self._queue.put(pending)
-        try:
-            pending.done.result(timeout=self._timeout)
-        except FutureTimeout as exc:
-            raise DatabaseUnavailableError(
-                f"the prediction log was not committed within {self._timeout:.0f} s"
-            ) from exc
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as exc:  # the commit failed otherwise: still no durable log -> 503
-            raise DatabaseUnavailableError(
-                f"the prediction log could not be committed: {exc}"
-            ) from exc
+
+    def _timed_out(self) -> DatabaseUnavailableError:
+        return DatabaseUnavailableError(
+            f"the prediction log was not committed within {self._timeout:.0f} s"
+        )
 
     # -- the writer thread -----------------------------------------------------------------
     def _run(self) -> None:
@@ -159,15 +229,46 @@ class PredictionLogWriter:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
+                break
             if item is not None:
                 self._commit_batch([item])
+        self._release()
 
     def _commit(self, batch: Sequence[_Pending]) -> None:
         rows = [row for pending in batch for row in pending.rows]
-        with self._session_factory() as session:
-            crud.insert_predictions(session, rows)
-            session.commit()
+        try:
+            self._insert(rows)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            logger.warning("prediction log: connection lost before the insert; reconnecting")
+            self._insert(rows)  # nothing was written: once more, on a new connection
+        try:
+            self._held().commit()
+        except BaseException:
+            self._release()
+            raise
+
+    def _held(self) -> Connection:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        return self._connection
+
+    def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
+        try:
+            crud.insert_predictions(self._held(), rows)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        """Give the held connection back (rolled back, or discarded if it is dead)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except DBAPIError:
+                logger.debug("prediction log: closing a dead connection failed", exc_info=True)
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         began = time.perf_counter()
@@ -194,9 +295,17 @@ class PredictionLogWriter:
             (time.perf_counter() - began) * 1000.0,
         )
         for pending in batch:
-            pending.done.set_result(None)
+            self._settle(pending, None)
+
+    @classmethod
+    def _fail(cls, batch: Sequence[_Pending], exc: BaseException) -> None:
+        failure = _failure(exc)
+        for pending in batch:
+            cls._settle(pending, failure)
 
     @staticmethod
-    def _fail(batch: Sequence[_Pending], exc: BaseException) -> None:
-        for pending in batch:
-            pending.done.set_exception(exc)
+    def _settle(pending: _Pending, exc: BaseException | None) -> None:
+        try:
+            pending.settle(exc)
+        except RuntimeError:  # the request's event loop is closed: nobody waits any more
+            logger.warning("prediction log: a request's event loop closed before its commit")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
-from app.core.database import SessionDep
+from app.core.database import get_session_factory
 from app.features.auth.dependencies import CurrentUser, SettingsDep
 from app.features.stock_prediction import service
 from app.features.stock_prediction.log_writer import PredictionLogWriter
@@ -21,9 +21,10 @@ from common.tickers import normalize_ticker
 
 router = APIRouter(prefix="/predict", tags=["predictions"])
 
-# Dependencies that neither block nor do I/O are ``async def``: FastAPI runs a sync
-# dependency in the thread pool, and each such hop cost more CPU than the work itself
-# (docs/performance.md). The endpoints and the database dependencies stay sync.
+# Everything here is ``async def``: FastAPI runs a sync endpoint or dependency in the thread
+# pool, and each such hop cost more CPU than the work itself (docs/performance.md). The
+# service does its blocking I/O (a cache miss) in the thread pool, and waits for the
+# commit of its prediction_log rows without holding a thread.
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No, invalid or expired bearer token"},
@@ -93,12 +94,12 @@ HorizonDep = Annotated[int, Depends(valid_horizon)]
 
 
 @router.get("/{ticker}", responses=RESPONSES)
-def predict(
+async def predict(
     *,
+    request: Request,
     user: CurrentUser,
     ticker: TickerDep,
     horizon: HorizonDep,
-    session: SessionDep,
     bars_cache: BarsCacheDep,
     log_writer: LogWriterDep,
     predictor: PredictorDep,
@@ -109,8 +110,8 @@ def predict(
     logged to ``prediction_log`` (one row per target date) before the response is sent.
     """
     started = time.perf_counter()
-    return service.predict_from_store(
-        session=session,
+    return await service.predict_from_store(
+        session_factory=get_session_factory(request),
         bars_cache=bars_cache,
         log_writer=log_writer,
         predictor=predictor,
@@ -122,12 +123,11 @@ def predict(
 
 
 @router.post("/{ticker}", responses=RESPONSES)
-def predict_from_closes(
+async def predict_from_closes(
     *,
     user: CurrentUser,
     ticker: TickerDep,
     horizon: HorizonDep,
-    session: SessionDep,
     log_writer: LogWriterDep,
     predictor: PredictorDep,
     body: Annotated[
@@ -148,8 +148,7 @@ def predict_from_closes(
     The prediction is logged like GET's.
     """
     started = time.perf_counter()
-    return service.predict_from_closes(
-        session=session,
+    return await service.predict_from_closes(
         log_writer=log_writer,
         predictor=predictor,
         ticker=ticker,

@@ -5,6 +5,11 @@ before the response is returned; a database failure therefore fails the request 
 instead of serving an unlogged prediction. The commit is a group commit: the request hands
 its rows to the process's :class:`~app.features.stock_prediction.log_writer.PredictionLogWriter`
 and waits until the transaction that carries them (and other waiting requests' rows) commits.
+
+The use cases are coroutines run on the event loop: a warm request (its lookback window
+cached) does no blocking I/O of its own, the forecast is computed in place (tens of
+microseconds per step), and the wait for the commit holds no thread. Only a cache miss reads
+the price store, in the thread pool.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
@@ -50,24 +55,28 @@ def make_bars_cache(
     )
 
 
-def last_bars(session: Session, cache: BarsCache, *, ticker: str, n: int) -> Bars:
+async def last_bars(
+    session_factory: sessionmaker[Session], cache: BarsCache, *, ticker: str, n: int
+) -> Bars:
     """The last ``n`` bars of ``ticker``, oldest first, from ``cache`` or the price store.
 
-    A miss reads them with :func:`read_last_bars`; only a complete window (``n`` bars) is
-    kept, with read-only arrays (shared by concurrent requests), for the cache's TTL: bars
-    ingested meanwhile are served at most ``APP_BARS_CACHE_SECONDS`` after their commit.
+    A miss reads them with :func:`read_last_bars` in the thread pool; only a complete window
+    (``n`` bars) is kept, with read-only arrays (shared by concurrent requests), for the
+    cache's TTL: bars ingested meanwhile are served at most ``APP_BARS_CACHE_SECONDS`` after
+    their commit.
 
     Raises:
         sqlalchemy.exc.OperationalError: the database is unavailable on a miss (503).
     """
 
     def load() -> Bars:
-        bars = read_last_bars(session, ticker=ticker, n=n)
+        with session_factory() as session:
+            bars = read_last_bars(session, ticker=ticker, n=n)
         for values in (bars.dates, bars.open, bars.high, bars.low, bars.close, bars.volume):
             values.setflags(write=False)
         return bars
 
-    return cache.get_or_load((ticker, n), load, keep=lambda bars: len(bars) >= n)
+    return await cache.get_or_load((ticker, n), load, keep=lambda bars: len(bars) >= n)
 
 
 def next_trading_days(as_of: dt.date, count: int) -> list[dt.date]:
@@ -111,9 +120,8 @@ def _model_info(model: ServedModel) -> ModelInfo:
     )
 
 
-def _respond(
+async def _respond(
     *,
-    session: Session,
     log_writer: PredictionLogWriter,
     model: ServedModel,
     forecast: Forecast,
@@ -153,9 +161,7 @@ def _respond(
         }
         for step, point in enumerate(points, start=1)
     ]
-    # the reads are done: give the connection back to the pool before waiting for the commit
-    session.rollback()
-    log_writer.write(rows)
+    await log_writer.write_async(rows)
     PREDICTIONS_SERVED.labels(
         ticker=model.ticker, model_version=model.version, endpoint=input_source
     ).inc()
@@ -173,9 +179,9 @@ def _respond(
     )
 
 
-def predict_from_store(
+async def predict_from_store(
     *,
-    session: Session,
+    session_factory: sessionmaker[Session],
     bars_cache: BarsCache,
     log_writer: PredictionLogWriter,
     predictor: Predictor,
@@ -187,7 +193,7 @@ def predict_from_store(
     """Forecast ``horizon`` closes from the last ``lookback`` stored bars, log and commit.
 
     Args:
-        session: the request's session (reads the bars on a cache miss).
+        session_factory: the app's sessions (read the bars on a cache miss).
         bars_cache: the worker's lookback windows (``APP_BARS_CACHE_SECONDS``).
         log_writer: commits the prediction_log rows (group commit) before this returns.
         predictor: the served models.
@@ -203,12 +209,11 @@ def predict_from_store(
             the commit of the rows (503); nothing logged.
     """
     model = predictor.get(ticker)
-    bars = last_bars(session, bars_cache, ticker=ticker, n=model.lookback)
+    bars = await last_bars(session_factory, bars_cache, ticker=ticker, n=model.lookback)
     if len(bars) < model.lookback:
         raise BarsNotFoundError(ticker, found=len(bars), needed=model.lookback)
     forecast = model.forecast(bars.as_mapping(), horizon)
-    return _respond(
-        session=session,
+    return await _respond(
         log_writer=log_writer,
         model=model,
         forecast=forecast,
@@ -221,9 +226,8 @@ def predict_from_store(
     )
 
 
-def predict_from_closes(
+async def predict_from_closes(
     *,
-    session: Session,
     log_writer: PredictionLogWriter,
     predictor: Predictor,
     ticker: str,
@@ -263,8 +267,7 @@ def predict_from_closes(
     if bad:
         raise InvalidRequestError(f"{expected}; values at positions {bad[:10]} are not")
     forecast = model.forecast({"close": values}, horizon)
-    return _respond(
-        session=session,
+    return await _respond(
         log_writer=log_writer,
         model=model,
         forecast=forecast,
