@@ -7,6 +7,7 @@ behind it, and releasing the lock lets the queued requests commit together.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -161,54 +162,80 @@ def test_a_refused_request_fails_alone_and_leaves_no_rows(
     assert writer.running is False
 
 
-def test_the_writer_survives_a_database_outage(pg_server: Any, pg_template: str) -> None:
-    """While Postgres refuses connections a write fails with the database error (the app's
-    503) and stores nothing; once it is back the same writer commits again."""
-    name = f"stockcast_test_writer_{uuid.uuid4().hex[:8]}"
-    url = pg_server.create(name, template=pg_template)
-    engine = create_db_engine(url)
-    sessions = make_session_factory(engine)
+def test_a_request_that_stops_waiting_still_has_its_rows_committed(
+    writer_db: tuple[Engine, Callable[[], Session]],
+) -> None:
+    """A client that disconnects while its commit is held (the request is cancelled) gets
+    no 200, but its rows are not lost or half-written: they are committed with their batch,
+    and the writer keeps working."""
+    engine, sessions = writer_db
     writer = PredictionLogWriter(engine)
     writer.start()
-    before, during, after = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    gone, next_one = uuid.uuid4(), uuid.uuid4()
+
+    async def cancel_while_held() -> None:
+        with _table_locked(engine):
+            request = asyncio.create_task(writer.write_async([_row(gone, 1), _row(gone, 2)]))
+            await asyncio.to_thread(_wait_for_lock_waiter, engine)
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+        await writer.write_async([_row(next_one)])
+
     try:
-        writer.write([_row(before)])
-        pg_server.set_outage(name, down=True)
-        with pytest.raises((OperationalError, InterfaceError)):
-            writer.write([_row(during)])
-        assert writer.running
-        pg_server.set_outage(name, down=False)
-        writer.write([_row(after)])
-        assert [_rows_of(sessions, i) for i in (before, during, after)] == [1, 0, 1]
+        asyncio.run(cancel_while_held())
+    finally:
+        writer.stop()
+    assert [_rows_of(sessions, i) for i in (gone, next_one)] == [2, 1]
+
+
+@pytest.fixture
+def outage_writer(
+    pg_server: Any, pg_template: str
+) -> Iterator[tuple[str, Callable[[], Session], PredictionLogWriter]]:
+    """A running writer on a database of its own (name, sessions, writer), for outages."""
+    name = f"stockcast_test_writer_{uuid.uuid4().hex[:8]}"
+    engine = create_db_engine(pg_server.create(name, template=pg_template))
+    writer = PredictionLogWriter(engine)
+    writer.start()
+    try:
+        yield name, make_session_factory(engine), writer
     finally:
         writer.stop()
         engine.dispose()
         pg_server.set_outage(name, down=False)
         pg_server.drop(name)
+
+
+def test_the_writer_survives_a_database_outage(
+    pg_server: Any, outage_writer: tuple[str, Callable[[], Session], PredictionLogWriter]
+) -> None:
+    """While Postgres refuses connections a write fails with the database error (the app's
+    503) and stores nothing; once it is back the same writer commits again."""
+    name, sessions, writer = outage_writer
+    before, during, after = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    writer.write([_row(before)])
+    pg_server.set_outage(name, down=True)
+    with pytest.raises((OperationalError, InterfaceError)):
+        writer.write([_row(during)])
+    assert writer.running
+    pg_server.set_outage(name, down=False)
+    writer.write([_row(after)])
+    assert [_rows_of(sessions, i) for i in (before, during, after)] == [1, 0, 1]
 
 
 def test_a_connection_dropped_while_idle_costs_no_request(
-    pg_server: Any, pg_template: str
+    pg_server: Any, outage_writer: tuple[str, Callable[[], Session], PredictionLogWriter]
 ) -> None:
     """The writer keeps one connection; when the server drops it between two requests (a
     restart, an idle timeout), the next request's rows are still committed, on a new one."""
-    name = f"stockcast_test_writer_{uuid.uuid4().hex[:8]}"
-    url = pg_server.create(name, template=pg_template)
-    engine = create_db_engine(url)
-    sessions = make_session_factory(engine)
-    writer = PredictionLogWriter(engine)
-    writer.start()
+    name, sessions, writer = outage_writer
     first, second = uuid.uuid4(), uuid.uuid4()
-    try:
-        writer.write([_row(first)])
-        pg_server.set_outage(name, down=True)  # terminates every backend, the writer's too
-        pg_server.set_outage(name, down=False)
-        writer.write([_row(second)])
-        assert [_rows_of(sessions, i) for i in (first, second)] == [1, 1]
-    finally:
-        writer.stop()
-        engine.dispose()
-        pg_server.drop(name)
+    writer.write([_row(first)])
+    pg_server.set_outage(name, down=True)  # terminates every backend, the writer's too
+    pg_server.set_outage(name, down=False)
+    writer.write([_row(second)])
+    assert [_rows_of(sessions, i) for i in (first, second)] == [1, 1]
 
 
 def test_the_writer_commits_on_sqlite_too(sqlite_url: str) -> None:
