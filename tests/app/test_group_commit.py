@@ -362,3 +362,32 @@ def test_a_failing_commit_answers_503_to_exactly_its_requests(
     assert {row.horizon_step for row in stored} == {1}
     # the app keeps serving
     assert client.get(f"/predict/{TICKER}?horizon=2", headers=headers).status_code == 200
+
+
+def test_predictions_on_the_embedded_sqlite_default_are_all_logged(
+    sqlite_url: str, prices_dir: Path, registry: Registry
+) -> None:
+    """`make run`'s database is SQLite: 16 concurrent GET /predict all answer 200 and each
+    prediction_id has its rows, read through the async path (cache misses in the thread
+    pool) and committed by the writer's own SQLite connection."""
+    ingest(sqlite_url, prices_dir, TICKER)
+    engine = create_db_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        create_user(session, "sqlite-user")
+    settings = make_settings(database_url=sqlite_url, tracking_uri=registry.tracking_uri)
+    try:
+        with TestClient(create_app(settings, configure_logs=False)) as client:
+            headers = {"Authorization": f"Bearer {login(client, 'sqlite-user')}"}
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                responses = list(
+                    pool.map(
+                        lambda h: client.get(f"/predict/{TICKER}?horizon={h}", headers=headers),
+                        range(1, 17),
+                    )
+                )
+        assert [r.status_code for r in responses] == [200] * 16
+        rows = [_rows_of(sessions, uuid.UUID(r.json()["prediction_id"])) for r in responses]
+        assert rows == list(range(1, 17))
+    finally:
+        engine.dispose()
