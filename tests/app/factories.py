@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import AppSettings
 from app.features.auth import service
+from app.features.auth.crud import get_by_username
 from app.features.stock_prediction.predictor import ServedModel, build_served_model
 from common.model_contract import ModelMetadata, ScalerParams
 
@@ -32,6 +33,14 @@ def make_settings(*, database_url: str, tracking_uri: str, **overrides: object) 
 def create_user(session: Session, username: str, *, admin: bool = False) -> None:
     """A committed user with password :data:`PASSWORD`."""
     service.create_user(session=session, username=username, password=PASSWORD, is_admin=admin)
+
+
+def deactivate_user(session: Session, username: str) -> None:
+    """Set ``is_active = false`` on an existing user and commit."""
+    user = get_by_username(session, username=username)
+    assert user is not None, f"no user {username}"
+    user.is_active = False
+    session.commit()
 
 
 def mean_onnx_model(

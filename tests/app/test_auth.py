@@ -103,9 +103,8 @@ def test_bad_or_missing_token_is_401_with_bearer_challenge(
 def test_token_of_inactive_user_is_401(settings, users, app_sessions) -> None:
     """Without the user cache (APP_USER_CACHE_SECONDS=0) a deactivated account's token
     stops working at once."""
-    from app.features.auth.crud import get_by_username  # noqa: PLC0415
     from app.main import create_app  # noqa: PLC0415
-    from tests.app.factories import create_user  # noqa: PLC0415
+    from tests.app.factories import create_user, deactivate_user  # noqa: PLC0415
 
     with app_sessions() as session:
         create_user(session, "leaver")
@@ -115,10 +114,7 @@ def test_token_of_inactive_user_is_401(settings, users, app_sessions) -> None:
         headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
         assert client.get("/auth/me", headers=headers).status_code == 200
         with app_sessions() as session:
-            user = get_by_username(session, username="leaver")
-            assert user is not None
-            user.is_active = False
-            session.commit()
+            deactivate_user(session, "leaver")
         response = client.get("/auth/me", headers=headers)
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"

@@ -15,7 +15,6 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from app.core.cache import ExpiringCache
-from app.features.auth.crud import get_by_username
 from app.features.auth.dependencies import make_user_cache
 from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.service import make_bars_cache
@@ -23,7 +22,7 @@ from app.main import create_app
 from common.db import create_db_engine, make_session_factory
 from data_pipeline.storage.feature_store import upsert_bars
 from tests.app.conftest import LOOKBACK, TICKER, Registry, login
-from tests.app.factories import PASSWORD, create_user, make_settings
+from tests.app.factories import PASSWORD, create_user, deactivate_user, make_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -73,10 +72,7 @@ def test_deactivated_user_is_refused_once_the_user_cache_expires(
     headers = {"Authorization": f"Bearer {login(client, 'cached-leaver')}"}
     assert client.get("/auth/me", headers=headers).status_code == 200
     with app_sessions() as session:
-        user = get_by_username(session, username="cached-leaver")
-        assert user is not None
-        user.is_active = False
-        session.commit()
+        deactivate_user(session, "cached-leaver")
 
     clock.now += settings.user_cache_seconds - 0.5
     assert client.get("/auth/me", headers=headers).status_code == 200
