@@ -42,7 +42,6 @@ class ExpiringCache(Generic[K, V]):
     ) -> None:
         if ttl_seconds < 0:
             raise ValueError(f"ttl_seconds must be >= 0, got {ttl_seconds}")
-        self.ttl_seconds = ttl_seconds
         self._lock = threading.Lock()
         self._cache: TTLCache[K, V] | None = (
             TTLCache(maxsize=maxsize, ttl=ttl_seconds, timer=timer) if ttl_seconds > 0 else None
@@ -70,12 +69,6 @@ class ExpiringCache(Generic[K, V]):
             with self._lock:
                 cache[key] = value
         return value
-
-    def clear(self) -> None:
-        """Forget every entry."""
-        if self._cache is not None:
-            with self._lock:
-                self._cache.clear()
 
     def __len__(self) -> int:
         if self._cache is None:

@@ -55,6 +55,12 @@ def _row(request_id: uuid.UUID, step: int = 1, **overrides: Any) -> dict[str, An
     return row
 
 
+def _write(writer: PredictionLogWriter, rows: list[dict[str, Any]]) -> None:
+    """One request's ``write_async`` from this thread, on an event loop of its own (as each
+    request of a server waits on its worker's loop)."""
+    asyncio.run(writer.write_async(rows))
+
+
 def _rows_of(sessions: Callable[[], Session], request_id: uuid.UUID) -> int:
     with sessions() as session:
         return int(
@@ -115,9 +121,9 @@ def test_concurrent_writes_are_all_committed_in_fewer_transactions(
     try:
         with ThreadPoolExecutor(max_workers=40) as pool:
             with _table_locked(engine):
-                first = pool.submit(writer.write, [_row(ids[0])])
+                first = pool.submit(_write, writer, [_row(ids[0])])
                 _wait_for_lock_waiter(engine)
-                rest = [pool.submit(writer.write, [_row(i, 1), _row(i, 2)]) for i in ids[1:]]
+                rest = [pool.submit(_write, writer, [_row(i, 1), _row(i, 2)]) for i in ids[1:]]
                 time.sleep(0.3)  # all queued behind the held commit
                 assert not first.done()
             for future in [first, *rest]:
@@ -143,11 +149,11 @@ def test_a_refused_request_fails_alone_and_leaves_no_rows(
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             with _table_locked(engine):
-                holder = pool.submit(writer.write, [_row(uuid.uuid4())])
+                holder = pool.submit(_write, writer, [_row(uuid.uuid4())])
                 _wait_for_lock_waiter(engine)
-                futures = {i: pool.submit(writer.write, [_row(i, 1), _row(i, 2)]) for i in good}
+                futures = {i: pool.submit(_write, writer, [_row(i, 1), _row(i, 2)]) for i in good}
                 futures[bad] = pool.submit(
-                    writer.write, [_row(bad, 1), _row(bad, 2, ticker="X" * 200)]
+                    _write, writer, [_row(bad, 1), _row(bad, 2, ticker="X" * 200)]
                 )
                 time.sleep(0.3)
             holder.result(timeout=10)
@@ -214,13 +220,13 @@ def test_the_writer_survives_a_database_outage(
     503) and stores nothing; once it is back the same writer commits again."""
     name, sessions, writer = outage_writer
     before, during, after = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    writer.write([_row(before)])
+    _write(writer, [_row(before)])
     pg_server.set_outage(name, down=True)
     with pytest.raises((OperationalError, InterfaceError)):
-        writer.write([_row(during)])
+        _write(writer, [_row(during)])
     assert writer.running
     pg_server.set_outage(name, down=False)
-    writer.write([_row(after)])
+    _write(writer, [_row(after)])
     assert [_rows_of(sessions, i) for i in (before, during, after)] == [1, 0, 1]
 
 
@@ -231,10 +237,10 @@ def test_a_connection_dropped_while_idle_costs_no_request(
     restart, an idle timeout), the next request's rows are still committed, on a new one."""
     name, sessions, writer = outage_writer
     first, second = uuid.uuid4(), uuid.uuid4()
-    writer.write([_row(first)])
+    _write(writer, [_row(first)])
     pg_server.set_outage(name, down=True)  # terminates every backend, the writer's too
     pg_server.set_outage(name, down=False)
-    writer.write([_row(second)])
+    _write(writer, [_row(second)])
     assert [_rows_of(sessions, i) for i in (first, second)] == [1, 1]
 
 
@@ -246,7 +252,7 @@ def test_the_writer_commits_on_sqlite_too(sqlite_url: str) -> None:
     ids = [uuid.uuid4() for _ in range(20)]
     try:
         with ThreadPoolExecutor(max_workers=20) as pool:
-            for future in [pool.submit(writer.write, [_row(i)]) for i in ids]:
+            for future in [pool.submit(_write, writer, [_row(i)]) for i in ids]:
                 future.result(timeout=10)
     finally:
         writer.stop()

@@ -1,11 +1,10 @@
 """Group commit of ``prediction_log`` rows: one writer thread per process, one transaction
 for the rows of every request that is waiting.
 
-A request hands its rows to :meth:`PredictionLogWriter.write_async` (from the event loop;
-:meth:`~PredictionLogWriter.write` from a thread) and waits until they are committed (or the
-commit failed), so a 200 response is never sent for rows that are not durable. The event
-loop is not blocked meanwhile: the writer thread settles the request's asyncio future with
-``call_soon_threadsafe``, so a waiting request costs no thread.
+A request hands its rows to :meth:`PredictionLogWriter.write_async` and waits until they are
+committed (or the commit failed), so a 200 response is never sent for rows that are not
+durable. The event loop is not blocked meanwhile: the writer thread settles the request's
+asyncio future with ``call_soon_threadsafe``, so a waiting request costs no thread.
 
 Meanwhile other requests queue their rows; when the current commit returns, the writer takes
 everything queued and commits it as one multi-row ``INSERT`` in one transaction. Under load
@@ -33,9 +32,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,22 +50,13 @@ MAX_BATCH_ROWS = 5000
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
-#: Called by the writer thread once with the outcome of a request's rows: ``None`` when
-#: committed, else the exception that failed them.
-Settle = Callable[[BaseException | None], None]
-
-
 @dataclass(frozen=True)
 class _Pending:
+    """One request's rows, and the future on its event loop that waits for their commit."""
+
     rows: Sequence[dict[str, Any]]
-    settle: Settle
-
-
-def _settle_future(future: Future[None], exc: BaseException | None) -> None:
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
+    loop: asyncio.AbstractEventLoop
+    waiter: asyncio.Future[None]
 
 
 def _settle_waiter(waiter: asyncio.Future[None], exc: BaseException | None) -> None:
@@ -147,10 +135,12 @@ class PredictionLogWriter:
             self._queue.put(None)
             thread.join(timeout=timeout)
 
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Commit ``rows`` (one request's) with other requests' rows; block until done.
+    async def write_async(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Commit ``rows`` (one request's) with other requests' rows; return once committed.
 
-        For callers on a thread; request handlers on the event loop use :meth:`write_async`.
+        Waits on an asyncio future that the writer thread settles, so the event loop is not
+        blocked. Cancelling the caller (a client that disconnects) does not withdraw the
+        rows: they are committed with their batch, and no 200 was sent for them.
 
         Args:
             rows: column values of :class:`app.models.prediction_log.PredictionLog`.
@@ -164,46 +154,18 @@ class PredictionLogWriter:
         """
         if not rows:
             return
-        done: Future[None] = Future()
-        self._submit(_Pending(rows, lambda exc: _settle_future(done, exc)))
-        try:
-            done.result(timeout=self._timeout)
-        except FutureTimeout as exc:
-            raise self._timed_out() from exc
-
-    async def write_async(self, rows: Sequence[dict[str, Any]]) -> None:
-        """:meth:`write` for the event loop: waits for the commit without blocking the loop.
-
-        Cancelling the caller (a client that disconnects) does not withdraw the rows: they
-        are committed with their batch, and no 200 was sent for them.
-
-        Raises:
-            the exceptions of :meth:`write`.
-        """
-        if not rows:
-            return
+        if not self.running:
+            raise DatabaseUnavailableError("the prediction log writer is not running")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-
-        def settle(exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle_waiter, waiter, exc)
-
-        self._submit(_Pending(rows, settle))
+        self._queue.put(_Pending(rows, loop, waiter))
         try:
             async with asyncio.timeout(self._timeout):
                 await waiter
         except TimeoutError as exc:
-            raise self._timed_out() from exc
-
-    def _submit(self, pending: _Pending) -> None:
-        if not self.running:
-            raise DatabaseUnavailableError("the prediction log writer is not running")
-        self._queue.put(pending)
-
-    def _timed_out(self) -> DatabaseUnavailableError:
-        return DatabaseUnavailableError(
-            f"the prediction log was not committed within {self._timeout:.0f} s"
-        )
+            raise DatabaseUnavailableError(
+                f"the prediction log was not committed within {self._timeout:.0f} s"
+            ) from exc
 
     # -- the writer thread -----------------------------------------------------------------
     def _run(self) -> None:
@@ -306,6 +268,6 @@ class PredictionLogWriter:
     @staticmethod
     def _settle(pending: _Pending, exc: BaseException | None) -> None:
         try:
-            pending.settle(exc)
+            pending.loop.call_soon_threadsafe(_settle_waiter, pending.waiter, exc)
         except RuntimeError:  # the request's event loop is closed: nobody waits any more
             logger.warning("prediction log: a request's event loop closed before its commit")
