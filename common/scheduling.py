@@ -7,9 +7,9 @@ One image serves three ways of running it:
   expression and logs each run; SIGTERM or SIGINT stops it cleanly (exit status 0);
 * one-shot (``docker compose run --rm``, a host crontab, a Kubernetes CronJob):
   ``once=True`` runs ``job`` immediately and returns its exit status;
-* the scheduler is APScheduler 3.x (``BlockingScheduler``): a run still going when the next
-  fire time comes is not started twice, and fire times missed while the process was busy
-  are coalesced into one run.
+* the scheduler is APScheduler 3.x (``BackgroundScheduler``, the calling thread waits for a
+  stop request): a run still going when the next fire time comes is not started twice, and
+  fire times missed while the process was busy are coalesced into one run.
 
 Cron expressions are standard crontab: five fields, ``minute hour day-of-month month
 day-of-week``, with day-of-week ``0``-``7`` where 0 and 7 are Sunday, as in ``crontab(5)``.
@@ -34,7 +34,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 logger = logging.getLogger(__name__)
@@ -169,9 +170,9 @@ def run_on_schedule(job: Callable[[], int], *, cron: str, once: bool, name: str)
         name: label of the job in the log lines.
 
     Returns:
-        With ``once``: the job's exit status. Otherwise 0 once SIGTERM or SIGINT stopped
-        the scheduler (a run in progress is finished first); failed runs are logged and do
-        not stop the schedule.
+        With ``once``: the job's exit status. Otherwise 0 once SIGTERM or SIGINT (main
+        thread only) or a ``shutdown()`` of the scheduler from elsewhere stopped it; a run in
+        progress is finished first. Failed runs are logged and do not stop the schedule.
 
     Raises:
         ValueError: ``cron`` is not a valid crontab expression (checked before anything runs).
@@ -179,7 +180,7 @@ def run_on_schedule(job: Callable[[], int], *, cron: str, once: bool, name: str)
     if once:
         return run_job_logged(job, name=name)
     trigger = cron_trigger(cron)
-    scheduler = BlockingScheduler(
+    scheduler = BackgroundScheduler(
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -192,7 +193,9 @@ def run_on_schedule(job: Callable[[], int], *, cron: str, once: bool, name: str)
         logger.info("%s: next run at %s", name, _format(next_fire_time(trigger)))
 
     scheduler.add_job(scheduled_run, trigger, id=name, name=name)
-    restore = _stop_on_signals(name=name)
+    shut_down = threading.Event()
+    scheduler.add_listener(lambda _event: shut_down.set(), EVENT_SCHEDULER_SHUTDOWN)
+    signals = _StopSignals()
     try:
         logger.info(
             "%s: scheduled with cron %r; next run at %s",
@@ -201,12 +204,14 @@ def run_on_schedule(job: Callable[[], int], *, cron: str, once: bool, name: str)
             _format(next_fire_time(trigger)),
         )
         scheduler.start()
-    except _StopRequestedError:
-        pass
+        while signals.received is None and not shut_down.wait(_STOP_POLL_SECONDS):
+            pass
+        if signals.received is not None:
+            logger.info("%s: received %s, stopping", name, signals.received.name)
     finally:
+        signals.restore()  # a second SIGTERM/SIGINT now acts as usual
         if scheduler.running:
             scheduler.shutdown(wait=True)  # a run in progress is finished first
-        restore()
     logger.info("%s: scheduler stopped", name)
     return 0
 
@@ -215,34 +220,33 @@ def _format(moment: dt.datetime | None) -> str:
     return moment.isoformat() if moment is not None else "never"
 
 
-class _StopRequestedError(BaseException):
-    """Raised in the main thread by the SIGTERM/SIGINT handler to leave the scheduler loop.
+#: How often the waiting thread looks for a stop request (seconds).
+_STOP_POLL_SECONDS = 0.2
 
-    A ``BaseException`` (like ``KeyboardInterrupt``), so that no ``except Exception`` inside
-    APScheduler swallows it when the signal lands while the scheduler is starting.
+
+class _StopSignals:
+    """Record the first SIGTERM/SIGINT of the main thread; nothing else happens in the handler.
+
+    The handler only stores the signal: it raises nothing and takes no lock, so it is safe
+    wherever it interrupts the main thread (an exception raised from a handler could land
+    inside APScheduler's start-up while it held a lock, and the process hung on SIGTERM).
+    The waiting loop of :func:`run_on_schedule` sees it within ``_STOP_POLL_SECONDS``.
+    Outside the main thread, where Python cannot install handlers, nothing is installed.
     """
 
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
 
-def _stop_on_signals(*, name: str) -> Callable[[], None]:
-    """Make the first SIGTERM/SIGINT stop the scheduler loop; a second one acts as usual.
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum)
 
-    Returns:
-        A function restoring the previous handlers (a no-op outside the main thread, where
-        Python cannot install signal handlers).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous: dict[int, Any] = {}
-
-    def restore() -> None:
-        for signum, old in previous.items():
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for signum, old in self._previous.items():
             signal.signal(signum, old)
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        restore()
-        logger.info("%s: received %s, stopping", name, signal.Signals(signum).name)
-        raise _StopRequestedError
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, handler)
-    return restore
+        self._previous.clear()

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from common.scheduling import cron_trigger, next_fire_time, run_job_logged, run_on_schedule
 from tests.conftest import REPO_ROOT
@@ -125,20 +125,20 @@ def test_a_job_that_raises_is_logged_with_traceback_and_exits_1(caplog):
 
 
 def test_scheduled_job_fires_is_logged_and_reports_the_next_fire_time(caplog, monkeypatch):
-    """Real BlockingScheduler: the job is made due now, runs, and the log says when next."""
+    """Real BackgroundScheduler: the job is made due now, runs, and the log says when next."""
     caplog.set_level(logging.INFO, logger="common.scheduling")
     ran = threading.Event()
-    started: list[BlockingScheduler] = []
-    original_start = BlockingScheduler.start
+    started: list[BackgroundScheduler] = []
+    original_start = BackgroundScheduler.start
 
-    def start_now(self: BlockingScheduler, *args, **kwargs):
+    def start_now(self: BackgroundScheduler, *args, **kwargs):
         started.append(self)
         # add_job happened already; make the job due immediately instead of on Monday 22:00.
         job = self.get_jobs()[0]
         job.modify(next_run_time=dt.datetime.now(dt.UTC))
         return original_start(self, *args, **kwargs)
 
-    monkeypatch.setattr(BlockingScheduler, "start", start_now)
+    monkeypatch.setattr(BackgroundScheduler, "start", start_now)
 
     def job() -> int:
         ran.set()
