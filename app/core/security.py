@@ -6,14 +6,21 @@ passlib is unmaintained and breaks with bcrypt 5.
 Tokens carry ``sub`` (the username), ``iat`` and ``exp``; decoding accepts HS256 only (an
 explicit algorithms list, so ``alg=none`` and algorithm-confusion tokens are rejected) and
 requires ``sub`` and ``exp``.
+
+:class:`VerifiedTokens` remembers the tokens a worker has verified until they expire, so a
+client that sends the same token with every request costs one HMAC check per token and
+worker, not one per request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Callable
 from functools import lru_cache
 
 import jwt
+from cachetools import TLRUCache
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
@@ -58,6 +65,12 @@ def decode_access_token(token: str, *, secret_key: str) -> str:
         TokenError: the token is malformed, not HS256 (including ``alg=none``), signed with
             another key, expired, or lacks ``sub``/``exp``.
     """
+    subject, _ = _verify(token, secret_key=secret_key)
+    return subject
+
+
+def _verify(token: str, *, secret_key: str) -> tuple[str, float]:
+    """``(sub, exp)`` of a valid token, ``exp`` in seconds since the epoch."""
     try:
         claims = jwt.decode(
             token, secret_key, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
@@ -69,4 +82,47 @@ def decode_access_token(token: str, *, secret_key: str) -> str:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise TokenError("the token is invalid")
-    return subject
+    return subject, float(claims["exp"])
+
+
+class VerifiedTokens:
+    """The subjects of tokens this process has verified, kept until each token's ``exp``.
+
+    A token's validity cannot change while its ``exp`` is ahead: the signature and the
+    claims are in the token itself, and the key is fixed for the life of the process. So
+    the subject of a token verified once is the answer :func:`decode_access_token` would
+    give on every later use of the exact same string, until ``exp``; then the entry expires
+    and the token is verified again (and refused as expired). Only valid tokens are kept:
+    a malformed, forged or expired one is verified, and refused, every time. Whether the
+    user still exists and is active is not part of this: the caller checks that.
+
+    Not thread-safe: for the event loop (``get_current_user`` is ``async``).
+
+    Args:
+        secret_key: the signing key of the tokens.
+        maxsize: tokens kept at most; the least recently used goes first.
+        timer: wall clock, seconds since the epoch (``time.time``; ``exp`` is on it).
+    """
+
+    def __init__(
+        self, *, secret_key: str, maxsize: int, timer: Callable[[], float] = time.time
+    ) -> None:
+        self._secret_key = secret_key
+        self._subjects: TLRUCache[str, tuple[str, float]] = TLRUCache(
+            maxsize=maxsize, ttu=lambda _token, entry, _now: entry[1], timer=timer
+        )
+
+    def subject(self, token: str) -> str:
+        """The ``sub`` of ``token``, from memory if it was verified before and has not expired.
+
+        Raises:
+            TokenError: as :func:`decode_access_token`.
+        """
+        entry = self._subjects.get(token)
+        if entry is None:
+            entry = _verify(token, secret_key=self._secret_key)
+            self._subjects[token] = entry
+        return entry[0]
+
+    def __len__(self) -> int:
+        return len(self._subjects)

@@ -126,7 +126,7 @@ def users(app_sessions: Callable[[], Session]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def client(settings: AppSettings, users: dict[str, str]) -> Iterator[TestClient]:
     """The app, started (lifespan run: champion loaded), on the session's database."""
-    with TestClient(create_app(settings, configure_logs=False)) as test_client:
+    with TestClient(create_app(settings, configure_process=False)) as test_client:
         yield test_client
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import jwt
 import pytest
@@ -109,7 +110,7 @@ def test_token_of_inactive_user_is_401(settings, users, app_sessions) -> None:
     with app_sessions() as session:
         create_user(session, "leaver")
     uncached = settings.model_copy(update={"user_cache_seconds": 0})
-    with TestClient(create_app(uncached, configure_logs=False)) as client:
+    with TestClient(create_app(uncached, configure_process=False)) as client:
         token = client.post("/auth/token", data={"username": "leaver", "password": PASSWORD})
         headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
         assert client.get("/auth/me", headers=headers).status_code == 200
@@ -134,3 +135,73 @@ def test_admin_route_without_token_is_401(client: TestClient) -> None:
     response = client.post("/models/reload")
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+# -- verified tokens are remembered until their exp (app.core.security.VerifiedTokens) -------
+
+
+def test_a_token_that_worked_is_refused_once_it_expires(client: TestClient, users) -> None:
+    """The memory of verified tokens never outlives a token: used, then expired, then 401."""
+    issued = _now()
+    token = security.create_access_token(
+        "ana", secret_key=SECRET_KEY, expires_in=dt.timedelta(seconds=2), now=issued
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/auth/me", headers=headers).status_code == 200
+    assert client.get("/auth/me", headers=headers).status_code == 200  # from memory
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
+    response = client.get("/auth/me", headers=headers)
+    assert response.status_code == 401
+    assert "expired" in response.json()["detail"]
+
+
+def test_a_tampered_copy_of_a_remembered_token_is_refused(client: TestClient, users) -> None:
+    """Only the exact string verified is remembered: a changed signature or payload is 401."""
+    token = security.create_access_token(
+        "ana", secret_key=SECRET_KEY, expires_in=dt.timedelta(minutes=7)
+    )
+    assert client.get("/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    header, payload, signature = token.split(".")
+    forged_payload = jwt.utils.base64url_encode(
+        b'{"sub":"root","exp":' + str(int(time.time()) + 600).encode() + b"}"
+    ).decode()
+    tampered = [
+        f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}",
+        f"{header}.{forged_payload}.{signature}",
+    ]
+    for bad in tampered:
+        response = client.get("/auth/me", headers={"Authorization": f"Bearer {bad}"})
+        assert response.status_code == 401, bad
+        assert response.json()["detail"] == "the token is invalid"
+
+
+def test_a_token_is_verified_once_then_remembered_until_its_exp() -> None:
+    """One HMAC check per token and worker; verified again (and refused) at its exp."""
+    now = [time.time()]
+    tokens = security.VerifiedTokens(secret_key=SECRET_KEY, maxsize=10, timer=lambda: now[0])
+    token = security.create_access_token(
+        "ana", secret_key=SECRET_KEY, expires_in=dt.timedelta(minutes=5)
+    )
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    calls = 0
+    real_decode = jwt.decode
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return real_decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jwt, "decode", counting_decode)
+        assert [tokens.subject(token) for _ in range(5)] == ["ana"] * 5
+        assert calls == 1 and len(tokens) == 1
+        now[0] = expires  # the cache's clock reaches exp: the entry is gone
+        # verified again (PyJWT's clock is the real one, so it still passes), not kept
+        assert tokens.subject(token) == "ana"
+        assert calls == 2 and len(tokens) == 0
+        with pytest.raises(security.TokenError):
+            tokens.subject("not-a-jwt")
+        with pytest.raises(security.TokenError):
+            tokens.subject("not-a-jwt")
+        assert calls == 4 and len(tokens) == 0  # refused tokens are checked every time

@@ -132,7 +132,7 @@ def test_a_new_bar_is_served_once_the_bars_cache_expires(
     engine.dispose()
     predictor = Predictor(tracking_uri=registry.tracking_uri)
     settings = make_settings(database_url=fresh_pg_url, tracking_uri=registry.tracking_uri)
-    with TestClient(create_app(settings, predictor=predictor, configure_logs=False)) as client:
+    with TestClient(create_app(settings, predictor=predictor, configure_process=False)) as client:
         clock, _ = _use_fake_clock(client)
         headers = {"Authorization": f"Bearer {login(client, 'ana')}"}
         before = client.get(f"/predict/{TICKER}", headers=headers).json()

@@ -34,7 +34,7 @@ def _app_on(url: str, registry: Registry, predictor: Predictor) -> TestClient:
         create_user(session, "ana")
     engine.dispose()
     settings = make_settings(database_url=url, tracking_uri=registry.tracking_uri)
-    return TestClient(create_app(settings, predictor=predictor, configure_logs=False))
+    return TestClient(create_app(settings, predictor=predictor, configure_process=False))
 
 
 @pytest.fixture

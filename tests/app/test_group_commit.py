@@ -323,7 +323,7 @@ def failing_app(
     predictor = Predictor(tracking_uri=registry.tracking_uri)
     settings = make_settings(database_url=url, tracking_uri=registry.tracking_uri)
     try:
-        with TestClient(create_app(settings, predictor=predictor, configure_logs=False)) as c:
+        with TestClient(create_app(settings, predictor=predictor, configure_process=False)) as c:
             yield c, engine
     finally:
         engine.dispose()
@@ -383,7 +383,7 @@ def test_predictions_on_the_embedded_sqlite_default_are_all_logged(
         create_user(session, "sqlite-user")
     settings = make_settings(database_url=sqlite_url, tracking_uri=registry.tracking_uri)
     try:
-        with TestClient(create_app(settings, configure_logs=False)) as client:
+        with TestClient(create_app(settings, configure_process=False)) as client:
             headers = {"Authorization": f"Bearer {login(client, 'sqlite-user')}"}
             with ThreadPoolExecutor(max_workers=16) as pool:
                 responses = list(

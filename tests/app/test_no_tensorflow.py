@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     from fastapi.testclient import TestClient
     from app.main import create_app
 
-    with TestClient(create_app(configure_logs=False)) as client:
+    with TestClient(create_app(configure_process=False)) as client:
         token = client.post(
             "/auth/token", data={{"username": "ana", "password": {PASSWORD!r}}}
         ).json()["access_token"]

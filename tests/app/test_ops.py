@@ -124,7 +124,7 @@ def test_post_is_refused_for_models_needing_ohlc(
     predictor.add(
         mean_onnx_model(ticker=TICKER, lookback=5, features=["rel_log_close", "hl_range"])
     )
-    with TestClient(create_app(settings, predictor=predictor, configure_logs=False)) as other:
+    with TestClient(create_app(settings, predictor=predictor, configure_process=False)) as other:
         response = other.post(
             f"/predict/{TICKER}", json={"closes": [30.0] * 5}, headers=user_headers
         )

@@ -51,7 +51,7 @@ def test_app_refuses_to_start_with_a_placeholder_key(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("APP_SECRET_KEY", "change-me")
     get_settings.cache_clear()
     try:
-        app = create_app(configure_logs=False)
+        app = create_app(configure_process=False)
         with pytest.raises(ValidationError, match="placeholder"), TestClient(app):
             pass
     finally:

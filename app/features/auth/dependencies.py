@@ -31,6 +31,8 @@ SettingsDep = Annotated[AppSettings, Depends(get_app_settings)]
 
 #: Users kept at most in a worker's user cache.
 USER_CACHE_MAXSIZE = 10_000
+#: Verified tokens kept at most per worker (each until its ``exp``).
+VERIFIED_TOKENS_MAXSIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -57,23 +59,21 @@ def make_user_cache(
     )
 
 
-async def get_user_cache(request: Request) -> UserCache:
-    """The user cache of the running app."""
-    cache: UserCache = request.app.state.user_cache
-    return cache
+def make_verified_tokens(settings: AppSettings) -> security.VerifiedTokens:
+    """The per-worker memory of verified tokens (each kept until its ``exp``)."""
+    return security.VerifiedTokens(secret_key=settings.signing_key, maxsize=VERIFIED_TOKENS_MAXSIZE)
 
 
 async def get_current_user(
-    request: Request,
-    settings: SettingsDep,
-    user_cache: Annotated[UserCache, Depends(get_user_cache)],
-    token: Annotated[str | None, Depends(oauth2_scheme)],
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> AuthenticatedUser:
     """The active user named by a valid bearer token.
 
-    The token (signature, ``exp``, algorithm) is verified on every request; the user's row
-    is read from the database at most once per ``APP_USER_CACHE_SECONDS`` per worker, so a
-    deactivated user keeps access at most that long (0 = read on every request). ``async``:
+    The token (signature, algorithm, claims) is verified once per worker and remembered
+    until its ``exp`` (:class:`app.core.security.VerifiedTokens`: the answer cannot change
+    before then); the user's row is read from the database at most once per
+    ``APP_USER_CACHE_SECONDS`` per worker, so a deactivated user keeps access at most that
+    long (0 = read on every request). ``async``:
     a cached user costs no thread-pool hop; a miss reads the row in the thread pool.
 
     Raises:
@@ -86,8 +86,12 @@ async def get_current_user(
             "not authenticated: send 'Authorization: Bearer <token>' "
             "(get one from POST /auth/token)"
         )
+    # the worker's objects, read from the app's state rather than as dependencies of their
+    # own: resolving dependencies costs more than the lookups (docs/performance.md, round 4)
+    verified: security.VerifiedTokens = request.app.state.verified_tokens
+    user_cache: UserCache = request.app.state.user_cache
     try:
-        username = security.decode_access_token(token, secret_key=settings.signing_key)
+        username = verified.subject(token)
     except security.TokenError as exc:
         raise InvalidCredentialsError(str(exc)) from exc
 

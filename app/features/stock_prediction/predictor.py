@@ -82,7 +82,12 @@ class Forecast:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One champion in memory: its registry identity, metadata and ONNX session."""
+    """One champion in memory: its registry identity, metadata and ONNX session.
+
+    ``memo`` holds what callers derive from this model once rather than per request (the
+    service keeps the response's model description and metric children there); it lives and
+    dies with the model, so a replaced champion takes its entries with it.
+    """
 
     ticker: str
     name: str
@@ -91,6 +96,7 @@ class ServedModel:
     session: ort.InferenceSession
     input_name: str
     loaded_at: dt.datetime
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def lookback(self) -> int:

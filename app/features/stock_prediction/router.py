@@ -34,31 +34,36 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def get_predictor(request: Request) -> Predictor:
+# The app's per-process objects, created in its lifespan. The prediction routes read them
+# with these plain functions rather than as dependencies: FastAPI resolves every dependency
+# of every request, and that resolution was the largest cost of a warm GET /predict after
+# the JWT check (docs/performance.md, round 4).
+
+
+def predictor_of(request: Request) -> Predictor:
     """The predictor of the running app."""
     predictor: Predictor = request.app.state.predictor
     return predictor
 
 
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
-
-
-async def get_log_writer(request: Request) -> PredictionLogWriter:
+def log_writer_of(request: Request) -> PredictionLogWriter:
     """The prediction_log writer (group commit) of the running app."""
     writer: PredictionLogWriter = request.app.state.log_writer
     return writer
 
 
-LogWriterDep = Annotated[PredictionLogWriter, Depends(get_log_writer)]
-
-
-async def get_bars_cache(request: Request) -> service.BarsCache:
+def bars_cache_of(request: Request) -> service.BarsCache:
     """The lookback-window cache of the running app."""
     cache: service.BarsCache = request.app.state.bars_cache
     return cache
 
 
-BarsCacheDep = Annotated[service.BarsCache, Depends(get_bars_cache)]
+async def get_predictor(request: Request) -> Predictor:
+    """The predictor of the running app, as a dependency (the ops routes)."""
+    return predictor_of(request)
+
+
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
 async def valid_ticker(
@@ -100,9 +105,6 @@ async def predict(
     user: CurrentUser,
     ticker: TickerDep,
     horizon: HorizonDep,
-    bars_cache: BarsCacheDep,
-    log_writer: LogWriterDep,
-    predictor: PredictorDep,
 ) -> PredictionResponse:
     """Predict the next ``horizon`` closes from the latest stored lookback window.
 
@@ -112,9 +114,9 @@ async def predict(
     started = time.perf_counter()
     return await service.predict_from_store(
         session_factory=get_session_factory(request),
-        bars_cache=bars_cache,
-        log_writer=log_writer,
-        predictor=predictor,
+        bars_cache=bars_cache_of(request),
+        log_writer=log_writer_of(request),
+        predictor=predictor_of(request),
         ticker=ticker,
         horizon=horizon,
         user_id=user.id,
@@ -125,11 +127,10 @@ async def predict(
 @router.post("/{ticker}", responses=RESPONSES)
 async def predict_from_closes(
     *,
+    request: Request,
     user: CurrentUser,
     ticker: TickerDep,
     horizon: HorizonDep,
-    log_writer: LogWriterDep,
-    predictor: PredictorDep,
     body: Annotated[
         PredictFromClosesRequest,
         Body(
@@ -149,8 +150,8 @@ async def predict_from_closes(
     """
     started = time.perf_counter()
     return await service.predict_from_closes(
-        log_writer=log_writer,
-        predictor=predictor,
+        log_writer=log_writer_of(request),
+        predictor=predictor_of(request),
         ticker=ticker,
         closes=body.closes,
         as_of_date=body.as_of_date,

@@ -19,9 +19,11 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.cache import ExpiringCache
@@ -109,15 +111,38 @@ def model_metrics(model: ServedModel) -> ModelMetrics:
     return ModelMetrics(**{k: v for k, v in model.metadata.metrics.items() if k in known})
 
 
-def _model_info(model: ServedModel) -> ModelInfo:
-    return ModelInfo(
-        name=model.name,
-        version=model.version,
-        lookback=model.lookback,
-        features=list(model.metadata.features),
-        last_bar_date=model.metadata.last_bar_date,
-        metrics=model_metrics(model),
-    )
+@dataclass(frozen=True)
+class _ResponseParts:
+    """What every response of one served model and endpoint shares, built once."""
+
+    info: ModelInfo
+    served: Counter
+    points: Counter
+
+
+def _response_parts(model: ServedModel, input_source: str) -> _ResponseParts:
+    """The shared parts of ``model``'s responses, built on its first response (kept in its
+    ``memo``): no ``ModelInfo`` built and no metric labels looked up per request."""
+    key = f"response-parts:{input_source}"
+    parts: _ResponseParts | None = model.memo.get(key)
+    if parts is None:
+        info = ModelInfo(
+            name=model.name,
+            version=model.version,
+            lookback=model.lookback,
+            features=list(model.metadata.features),
+            last_bar_date=model.metadata.last_bar_date,
+            metrics=model_metrics(model),
+        )
+        parts = _ResponseParts(
+            info=info,
+            served=PREDICTIONS_SERVED.labels(
+                ticker=model.ticker, model_version=model.version, endpoint=input_source
+            ),
+            points=PREDICTED_POINTS.labels(ticker=model.ticker, model_version=model.version),
+        )
+        model.memo[key] = parts
+    return parts
 
 
 async def _respond(
@@ -162,10 +187,9 @@ async def _respond(
         for step, point in enumerate(points, start=1)
     ]
     await log_writer.write_async(rows)
-    PREDICTIONS_SERVED.labels(
-        ticker=model.ticker, model_version=model.version, endpoint=input_source
-    ).inc()
-    PREDICTED_POINTS.labels(ticker=model.ticker, model_version=model.version).inc(horizon)
+    parts = _response_parts(model, input_source)
+    parts.served.inc()
+    parts.points.inc(horizon)
     return PredictionResponse(
         prediction_id=request_id,
         ticker=model.ticker,
@@ -175,7 +199,7 @@ async def _respond(
         horizon=horizon,
         input_source=input_source,
         predictions=points,
-        model=_model_info(model),
+        model=parts.info,
     )
 
 
