@@ -7,6 +7,9 @@ The model is trained once per session (lookback 20, 8 units, 2 epochs: a few sec
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from sqlalchemy.orm import Session
 from app.core.config import AppSettings
 from app.main import create_app
 from common.db import create_db_engine, make_session_factory
-from tests.app.factories import PASSWORD, create_user, make_settings
+from tests.app.factories import PASSWORD, SECRET_KEY, create_user, make_settings
 
 TICKER = "PETR4.SA"
 #: A ticker with bars in the store but no registered model.
@@ -158,3 +161,30 @@ def weekdays_after(day: dt.date, n: int) -> list[dt.date]:
         if day.isoweekday() <= 5:
             out.append(day)
     return out
+
+
+def run_app_script(
+    script: str, *, database_url: str, registry: Registry, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh Python process configured like a served API (the app's
+    database, the registry's tracking store, the test key, no polling); asserts exit 0.
+
+    For what one process must not share with this one (imports, the garbage collector).
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "MLFLOW_TRACKING_URI": registry.tracking_uri,
+            "APP_SECRET_KEY": SECRET_KEY,
+            "APP_MODEL_POLL_SECONDS": "0",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result

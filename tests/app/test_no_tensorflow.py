@@ -5,15 +5,12 @@ Runs in a subprocess, because the training fixture imported TensorFlow into this
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from tests.app.conftest import TICKER, Registry
-from tests.app.factories import PASSWORD, SECRET_KEY
+from tests.app.conftest import TICKER, Registry, run_app_script
+from tests.app.factories import PASSWORD
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -43,20 +40,5 @@ def test_serving_a_prediction_never_imports_tensorflow(
     app_db_url: str, registry: Registry, users: dict[str, str]
 ) -> None:
     """A fresh process creates the app, loads the champion and predicts without TensorFlow."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": app_db_url,
-        "MLFLOW_TRACKING_URI": registry.tracking_uri,
-        "APP_SECRET_KEY": SECRET_KEY,
-        "APP_MODEL_POLL_SECONDS": "0",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_app_script(SCRIPT, database_url=app_db_url, registry=registry)
     assert "LEAKED []" in result.stdout

@@ -13,15 +13,12 @@ process runs many apps.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from tests.app.conftest import TICKER, Registry
-from tests.app.factories import PASSWORD, SECRET_KEY
+from tests.app.conftest import TICKER, Registry, run_app_script
+from tests.app.factories import PASSWORD
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -51,23 +48,7 @@ def test_a_full_collection_no_longer_traverses_the_startup_objects(
     app_db_url: str, registry: Registry, users: dict[str, str]
 ) -> None:
     """After startup and 50 predictions, a full pass sees a small fraction of the heap."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": app_db_url,
-        "MLFLOW_TRACKING_URI": registry.tracking_uri,
-        "APP_SECRET_KEY": SECRET_KEY,
-        "APP_MODEL_POLL_SECONDS": "0",
-        "LOG_LEVEL": "WARNING",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_app_script(SCRIPT, database_url=app_db_url, registry=registry, LOG_LEVEL="WARNING")
     line = next(row for row in result.stdout.splitlines() if row.startswith("GC "))
     counts = json.loads(line.removeprefix("GC "))
     # the libraries, the app and the champion: far more than 100,000 objects
