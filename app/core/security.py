@@ -58,19 +58,13 @@ def create_access_token(
     return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
 
 
-def decode_access_token(token: str, *, secret_key: str) -> str:
-    """The ``sub`` (username) of a valid token.
+def decode_access_token(token: str, *, secret_key: str) -> tuple[str, float]:
+    """``(sub, exp)`` of a valid token: the username, and the expiry in seconds since the epoch.
 
     Raises:
         TokenError: the token is malformed, not HS256 (including ``alg=none``), signed with
             another key, expired, or lacks ``sub``/``exp``.
     """
-    subject, _ = _verify(token, secret_key=secret_key)
-    return subject
-
-
-def _verify(token: str, *, secret_key: str) -> tuple[str, float]:
-    """``(sub, exp)`` of a valid token, ``exp`` in seconds since the epoch."""
     try:
         claims = jwt.decode(
             token, secret_key, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
@@ -120,7 +114,7 @@ class VerifiedTokens:
         """
         entry = self._subjects.get(token)
         if entry is None:
-            entry = _verify(token, secret_key=self._secret_key)
+            entry = decode_access_token(token, secret_key=self._secret_key)
             self._subjects[token] = entry
         return entry[0]
 
