@@ -122,16 +122,16 @@ def test_every_scrape_counts_the_predictions_of_both_workers(
 
 
 def _worker_pids(supervisor: int) -> list[int]:
-    """The uvicorn workers of ``supervisor``: its children that listen on a TCP socket."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    """The uvicorn workers of ``supervisor``: its children started by multiprocessing's spawn
+    (a child that exits while this reads it is left out)."""
+    workers = []
+    for pid in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(int(pid))
         except OSError:
             continue
-        if int(fields[1]) == supervisor:
-            children.append(int(stat.parent.name))
-    return children
+    return workers
 
 
 def _socket_inodes(pid: int) -> set[str]:
