@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
+from app.core.config import AppSettings
 from app.core.database import get_session_factory
-from app.features.auth.dependencies import CurrentUser, SettingsDep
+from app.features.auth.dependencies import CurrentUser
 from app.features.stock_prediction import service
 from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
@@ -66,36 +67,34 @@ async def get_predictor(request: Request) -> Predictor:
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
-async def valid_ticker(
-    ticker: Annotated[
-        str,
-        Path(
-            description="Yahoo Finance symbol (case-insensitive)",
-            examples=["PETR4.SA"],
-            max_length=40,
-        ),
-    ],
-) -> str:
-    """The normalized ticker (``InvalidTickerError`` -> 422)."""
-    return normalize_ticker(ticker)
+TickerPath = Annotated[
+    str,
+    Path(
+        description="Yahoo Finance symbol (case-insensitive)", examples=["PETR4.SA"], max_length=40
+    ),
+]
+HorizonQuery = Annotated[
+    int,
+    Query(description="trading days to predict, 1..APP_MAX_HORIZON (default 1)", examples=[5]),
+]
 
 
-async def valid_horizon(
-    settings: SettingsDep,
-    horizon: Annotated[
-        int,
-        Query(
-            description="trading days to predict, 1..APP_MAX_HORIZON (default 30)",
-            examples=[5],
-        ),
-    ] = 1,
-) -> int:
-    """The horizon, range-checked against the configured maximum (422 otherwise)."""
-    return service.check_horizon(horizon, max_horizon=settings.max_horizon)
+def valid_request(request: Request, ticker: str, horizon: int) -> tuple[str, int]:
+    """The normalized ticker and the range-checked horizon of a prediction request.
 
+    Called by the endpoints rather than declared as dependencies: FastAPI resolves every
+    dependency on every request, and three of them (ticker, horizon, settings) cost more
+    than the checks (docs/performance.md, round 5).
 
-TickerDep = Annotated[str, Depends(valid_ticker)]
-HorizonDep = Annotated[int, Depends(valid_horizon)]
+    Raises:
+        InvalidTickerError: not a ticker symbol (422).
+        InvalidRequestError: horizon outside ``1..APP_MAX_HORIZON`` (422).
+    """
+    settings: AppSettings = request.app.state.settings
+    return (
+        normalize_ticker(ticker),
+        service.check_horizon(horizon, max_horizon=settings.max_horizon),
+    )
 
 
 @router.get("/{ticker}", responses=RESPONSES)
@@ -103,8 +102,8 @@ async def predict(
     *,
     request: Request,
     user: CurrentUser,
-    ticker: TickerDep,
-    horizon: HorizonDep,
+    ticker: TickerPath,
+    horizon: HorizonQuery = 1,
 ) -> PredictionResponse:
     """Predict the next ``horizon`` closes from the latest stored lookback window.
 
@@ -112,6 +111,7 @@ async def predict(
     logged to ``prediction_log`` (one row per target date) before the response is sent.
     """
     started = time.perf_counter()
+    ticker, horizon = valid_request(request, ticker, horizon)
     return await service.predict_from_store(
         session_factory=get_session_factory(request),
         bars_cache=bars_cache_of(request),
@@ -129,8 +129,7 @@ async def predict_from_closes(
     *,
     request: Request,
     user: CurrentUser,
-    ticker: TickerDep,
-    horizon: HorizonDep,
+    ticker: TickerPath,
     body: Annotated[
         PredictFromClosesRequest,
         Body(
@@ -142,6 +141,7 @@ async def predict_from_closes(
             }
         ),
     ],
+    horizon: HorizonQuery = 1,
 ) -> PredictionResponse:
     """Predict from client-supplied closes: exactly the model's lookback, oldest first.
 
@@ -149,6 +149,7 @@ async def predict_from_closes(
     The prediction is logged like GET's.
     """
     started = time.perf_counter()
+    ticker, horizon = valid_request(request, ticker, horizon)
     return await service.predict_from_closes(
         log_writer=log_writer_of(request),
         predictor=predictor_of(request),
