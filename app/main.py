@@ -16,6 +16,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app.core.config import AppSettings, get_settings
+from app.core.database import create_async_db_engine
 from app.core.exceptions import register_handlers
 from app.core.monitoring import instrument, mark_worker_exited
 from app.features.auth.dependencies import make_user_cache, make_verified_tokens
@@ -106,7 +107,7 @@ def create_app(
         app.state.user_cache = make_user_cache(active)
         app.state.verified_tokens = make_verified_tokens(active)
         app.state.bars_cache = make_bars_cache(active)
-        log_writer = PredictionLogWriter(engine)
+        log_writer = PredictionLogWriter(create_async_db_engine(active.database_url))
         app.state.log_writer = log_writer
         logger.info(
             "starting (%s): database %s, registry %s",
@@ -128,7 +129,8 @@ def create_app(
             yield
         finally:
             await anyio.to_thread.run_sync(served.stop_polling)
-            await anyio.to_thread.run_sync(log_writer.stop)
+            await log_writer.stop()
+            await log_writer.engine.dispose()
             engine.dispose()
             mark_worker_exited()
 

@@ -33,12 +33,54 @@ class DatabaseUnavailableError(RuntimeError):
     """The database cannot be reached (down, wrong host, refused credentials)."""
 
 
+def engine_arguments(url: str, **kwargs: Any) -> dict[str, Any]:
+    """The engine keyword arguments for ``url``'s backend, preparing what it needs.
+
+    For SQLite the parent folder of the database file is created; for Postgres connections
+    are checked before use (``pool_pre_ping``), so the process recovers by itself after a
+    database restart, and a connection attempt gives up after 5 s. Shared by the sync
+    engines of every layer and the API's async engine (``app.core.database``).
+
+    Args:
+        url: SQLAlchemy URL, ``sqlite:///var/stockcast.db`` or
+            ``postgresql+psycopg://user@host:5432/db``.
+        **kwargs: the caller's arguments, which take precedence.
+
+    Returns:
+        The keyword arguments for :func:`sqlalchemy.create_engine` (or its async variant).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return kwargs
+    kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql":
+        kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    return kwargs
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def prepare_connections(engine: Engine) -> Engine:
+    """Make every new SQLite connection of ``engine`` enforce foreign keys and use WAL
+    (readers do not block the writer); nothing to do for other backends. Returns ``engine``."""
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine for ``url``, preparing what the backend needs.
 
-    For SQLite the parent folder of the database file is created and foreign keys are
-    enforced; for Postgres connections are checked before use (``pool_pre_ping``) so the
-    process recovers by itself after a database restart.
+    See :func:`engine_arguments` and :func:`prepare_connections`: for SQLite the parent
+    folder of the database file is created and foreign keys are enforced; for Postgres
+    connections are checked before use (``pool_pre_ping``).
 
     Args:
         url: SQLAlchemy URL, ``sqlite:///var/stockcast.db`` or
@@ -48,24 +90,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     Returns:
         A lazily connecting :class:`sqlalchemy.Engine` (nothing is contacted here).
     """
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, **kwargs)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.close()
-
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    if parsed.get_backend_name() == "postgresql":
-        kwargs.setdefault("connect_args", {"connect_timeout": 5})
-    return create_engine(url, **kwargs)
+    return prepare_connections(create_engine(url, **engine_arguments(url, **kwargs)))
 
 
 def redact_url(url: str) -> str:

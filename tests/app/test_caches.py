@@ -153,32 +153,42 @@ def test_a_new_bar_is_served_once_the_bars_cache_expires(
 def test_a_warm_predict_reads_nothing_and_only_the_writer_inserts(
     client: TestClient, clock: FakeClock, user_headers: dict[str, str]
 ) -> None:
-    """With the user and the window cached, GET /predict checks out no connection (the
-    group-commit writer keeps its own) and runs one statement: the writer's INSERT into
-    prediction_log."""
+    """With the user and the window cached, GET /predict checks out no connection of the
+    app's engine and runs no statement there; the only statement is the group-commit
+    writer's INSERT into prediction_log, on the connection it keeps."""
     engine: Engine = client.app.state.session_factory.kw["bind"]  # type: ignore[attr-defined]
+    writer_engine: Engine = client.app.state.log_writer.engine.sync_engine  # type: ignore[attr-defined]
     assert client.get(f"/predict/{TICKER}?horizon=3", headers=user_headers).status_code == 200
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
+    statements: dict[str, list[str]] = {"app": [], "writer": []}
     checkouts: list[object] = []
+
+    def recorder(key: str) -> Callable[..., None]:
+        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements[key].append(" ".join(statement.split()))
+
+        return record
 
     def checked_out(connection: Any, *_args: Any) -> None:
         checkouts.append(connection)
 
-    event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine.pool, "checkout", checked_out)
+    listeners = [
+        (engine, "before_cursor_execute", recorder("app")),
+        (writer_engine, "before_cursor_execute", recorder("writer")),
+        (engine.pool, "checkout", checked_out),
+        (writer_engine.pool, "checkout", checked_out),
+    ]
+    for target, name, listener in listeners:
+        event.listen(target, name, listener)
     try:
         response = client.get(f"/predict/{TICKER}?horizon=3", headers=user_headers)
     finally:
-        event.remove(engine, "before_cursor_execute", record)
-        event.remove(engine.pool, "checkout", checked_out)
+        for target, name, listener in listeners:
+            event.remove(target, name, listener)
     assert response.status_code == 200
     assert checkouts == []  # the writer holds its connection; the request never connects
-    assert statements, "the writer's INSERT was not seen"
-    assert all(s.startswith("INSERT INTO prediction_log") for s in statements), statements
+    assert statements["app"] == []
+    assert statements["writer"], "the writer's INSERT was not seen"
+    assert all(s.startswith("INSERT INTO prediction_log") for s in statements["writer"])
 
 
 def _lookup(

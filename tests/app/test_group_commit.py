@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.core.database import create_async_db_engine
 from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
 from app.main import create_app
@@ -55,10 +56,23 @@ def _row(request_id: uuid.UUID, step: int = 1, **overrides: Any) -> dict[str, An
     return row
 
 
-def _write(writer: PredictionLogWriter, rows: list[dict[str, Any]]) -> None:
-    """One request's ``write_async`` from this thread, on an event loop of its own (as each
-    request of a server waits on its worker's loop)."""
-    asyncio.run(writer.write_async(rows))
+def run_with_writer(
+    url: str, scenario: Callable[[PredictionLogWriter], Awaitable[None]], **kwargs: Any
+) -> PredictionLogWriter:
+    """Run ``scenario`` on an event loop of its own with a started writer on ``url`` (as a
+    worker's requests share its loop and writer); the writer is stopped afterwards."""
+
+    async def main() -> PredictionLogWriter:
+        writer = PredictionLogWriter(create_async_db_engine(url), **kwargs)
+        writer.start()
+        try:
+            await scenario(writer)
+        finally:
+            await writer.stop()
+            await writer.engine.dispose()
+        return writer
+
+    return asyncio.run(main())
 
 
 def _rows_of(sessions: Callable[[], Session], request_id: uuid.UUID) -> int:
@@ -102,161 +116,214 @@ def _wait_for_lock_waiter(engine: Engine, timeout: float = 10.0) -> None:
 
 # -- the writer on its own -----------------------------------------------------------------
 @pytest.fixture
-def writer_db(fresh_pg_url: str) -> Iterator[tuple[Engine, Callable[[], Session]]]:
-    """An empty migrated database of this test's own: (engine, session factory)."""
+def writer_db(fresh_pg_url: str) -> Iterator[tuple[str, Engine, Callable[[], Session]]]:
+    """An empty migrated database of this test's own: (url, engine, session factory)."""
     engine = create_db_engine(fresh_pg_url)
-    yield engine, make_session_factory(engine)
+    yield fresh_pg_url, engine, make_session_factory(engine)
     engine.dispose()
 
 
 def test_concurrent_writes_are_all_committed_in_fewer_transactions(
-    writer_db: tuple[Engine, Callable[[], Session]],
+    writer_db: tuple[str, Engine, Callable[[], Session]],
 ) -> None:
-    """40 threads write at once while the first commit is held: every row is stored, and
+    """40 requests write at once while the first commit is held: every row is stored, and
     the 39 that queued share transactions (group commit) instead of one commit each."""
-    engine, sessions = writer_db
-    writer = PredictionLogWriter(engine)
-    writer.start()
+    url, engine, sessions = writer_db
     ids = [uuid.uuid4() for _ in range(40)]
-    try:
-        with ThreadPoolExecutor(max_workers=40) as pool:
-            with _table_locked(engine):
-                first = pool.submit(_write, writer, [_row(ids[0])])
-                _wait_for_lock_waiter(engine)
-                rest = [pool.submit(_write, writer, [_row(i, 1), _row(i, 2)]) for i in ids[1:]]
-                time.sleep(0.3)  # all queued behind the held commit
-                assert not first.done()
-            for future in [first, *rest]:
-                future.result(timeout=10)
-    finally:
-        writer.stop()
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        with _table_locked(engine):
+            first = asyncio.create_task(writer.write([_row(ids[0])]))
+            await asyncio.to_thread(_wait_for_lock_waiter, engine)
+            rest = [asyncio.create_task(writer.write([_row(i, 1), _row(i, 2)])) for i in ids[1:]]
+            await asyncio.sleep(0.3)  # all queued behind the held commit
+            assert not first.done()
+        async with asyncio.timeout(10):
+            await asyncio.gather(first, *rest)
+
+    writer = run_with_writer(url, scenario)
     assert [_rows_of(sessions, i) for i in ids] == [1] + [2] * 39
     assert writer.requests_committed == 40
     assert writer.commits <= 3
 
 
+def test_a_batch_never_exceeds_max_batch_rows(
+    writer_db: tuple[str, Engine, Callable[[], Session]],
+) -> None:
+    """Queued requests are split into transactions of at most ``max_batch_rows`` rows, and
+    one request is never split: 10 queued requests of 3 rows with a limit of 7 rows take
+    five transactions of two requests each (plus the one that held the table)."""
+    url, engine, sessions = writer_db
+    ids = [uuid.uuid4() for _ in range(10)]
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        with _table_locked(engine):
+            first = asyncio.create_task(writer.write([_row(uuid.uuid4())]))
+            await asyncio.to_thread(_wait_for_lock_waiter, engine)
+            rest = [asyncio.create_task(writer.write([_row(i, s) for s in (1, 2, 3)])) for i in ids]
+            await asyncio.sleep(0.2)
+        async with asyncio.timeout(10):
+            await asyncio.gather(first, *rest)
+
+    writer = run_with_writer(url, scenario, max_batch_rows=7)
+    assert [_rows_of(sessions, i) for i in ids] == [3] * 10
+    assert (writer.commits, writer.requests_committed) == (6, 11)
+
+
 def test_a_refused_request_fails_alone_and_leaves_no_rows(
-    writer_db: tuple[Engine, Callable[[], Session]],
+    writer_db: tuple[str, Engine, Callable[[], Session]],
 ) -> None:
     """A request whose rows the database refuses (a ticker longer than the column) gets
     DatabaseUnavailableError (503) and stores none of its rows; the requests committed in
     the same batch are stored in full."""
-    engine, sessions = writer_db
-    writer = PredictionLogWriter(engine)
-    writer.start()
+    url, engine, sessions = writer_db
     good = [uuid.uuid4() for _ in range(5)]
     bad = uuid.uuid4()
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            with _table_locked(engine):
-                holder = pool.submit(_write, writer, [_row(uuid.uuid4())])
-                _wait_for_lock_waiter(engine)
-                futures = {i: pool.submit(_write, writer, [_row(i, 1), _row(i, 2)]) for i in good}
-                futures[bad] = pool.submit(
-                    _write, writer, [_row(bad, 1), _row(bad, 2, ticker="X" * 200)]
-                )
-                time.sleep(0.3)
-            holder.result(timeout=10)
-            for i in good:
-                futures[i].result(timeout=10)
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        with _table_locked(engine):
+            holder = asyncio.create_task(writer.write([_row(uuid.uuid4())]))
+            await asyncio.to_thread(_wait_for_lock_waiter, engine)
+            requests = [asyncio.create_task(writer.write([_row(i, 1), _row(i, 2)])) for i in good]
+            refused = asyncio.create_task(
+                writer.write([_row(bad, 1), _row(bad, 2, ticker="X" * 200)])
+            )
+            await asyncio.sleep(0.3)
+        async with asyncio.timeout(10):
+            await asyncio.gather(holder, *requests)
             with pytest.raises(DatabaseUnavailableError, match="could not be committed"):
-                futures[bad].result(timeout=10)
-    finally:
-        writer.stop()
+                await refused
+        assert writer.running
+
+    writer = run_with_writer(url, scenario)
     assert [_rows_of(sessions, i) for i in good] == [2] * 5
     assert _rows_of(sessions, bad) == 0
     assert writer.running is False
 
 
 def test_a_request_that_stops_waiting_still_has_its_rows_committed(
-    writer_db: tuple[Engine, Callable[[], Session]],
+    writer_db: tuple[str, Engine, Callable[[], Session]],
 ) -> None:
     """A client that disconnects while its commit is held (the request is cancelled) gets
     no 200, but its rows are not lost or half-written: they are committed with their batch,
     and the writer keeps working."""
-    engine, sessions = writer_db
-    writer = PredictionLogWriter(engine)
-    writer.start()
+    url, engine, sessions = writer_db
     gone, next_one = uuid.uuid4(), uuid.uuid4()
 
-    async def cancel_while_held() -> None:
+    async def scenario(writer: PredictionLogWriter) -> None:
         with _table_locked(engine):
-            request = asyncio.create_task(writer.write_async([_row(gone, 1), _row(gone, 2)]))
+            request = asyncio.create_task(writer.write([_row(gone, 1), _row(gone, 2)]))
             await asyncio.to_thread(_wait_for_lock_waiter, engine)
             request.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await request
-        await writer.write_async([_row(next_one)])
+        await writer.write([_row(next_one)])
 
-    try:
-        asyncio.run(cancel_while_held())
-    finally:
-        writer.stop()
+    run_with_writer(url, scenario)
     assert [_rows_of(sessions, i) for i in (gone, next_one)] == [2, 1]
 
 
+def test_a_request_not_committed_in_time_is_told_so(
+    writer_db: tuple[str, Engine, Callable[[], Session]],
+) -> None:
+    """A commit held longer than the writer's timeout answers DatabaseUnavailableError
+    (503) instead of hanging; the rows still go in once the table is free."""
+    url, engine, sessions = writer_db
+    late = uuid.uuid4()
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        with (
+            _table_locked(engine),
+            pytest.raises(DatabaseUnavailableError, match="not committed within 1 s"),
+        ):
+            await writer.write([_row(late)])
+
+    run_with_writer(url, scenario, timeout_seconds=1.0)
+    assert _rows_of(sessions, late) == 1
+
+
+def test_a_stopped_writer_refuses_writes_and_stop_commits_what_was_queued(
+    writer_db: tuple[str, Engine, Callable[[], Session]],
+) -> None:
+    """Stopping commits every request already queued; a write after the stop fails at once
+    with DatabaseUnavailableError (503) instead of waiting for a writer that is gone."""
+    url, _engine, sessions = writer_db
+    queued = [uuid.uuid4() for _ in range(5)]
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        requests = [asyncio.create_task(writer.write([_row(i)])) for i in queued]
+        await asyncio.sleep(0)  # queued, not yet committed
+        await writer.stop()
+        await asyncio.gather(*requests)
+        with pytest.raises(DatabaseUnavailableError, match="not running"):
+            await writer.write([_row(uuid.uuid4())])
+
+    run_with_writer(url, scenario)
+    assert [_rows_of(sessions, i) for i in queued] == [1] * 5
+
+
 @pytest.fixture
-def outage_writer(
-    pg_server: Any, pg_template: str
-) -> Iterator[tuple[str, Callable[[], Session], PredictionLogWriter]]:
-    """A running writer on a database of its own (name, sessions, writer), for outages."""
+def outage_db(pg_server: Any, pg_template: str) -> Iterator[tuple[str, str, Callable[[], Session]]]:
+    """A database of its own for outages: (name, url, sessions)."""
     name = f"stockcast_test_writer_{uuid.uuid4().hex[:8]}"
-    engine = create_db_engine(pg_server.create(name, template=pg_template))
-    writer = PredictionLogWriter(engine)
-    writer.start()
+    url = pg_server.create(name, template=pg_template)
+    engine = create_db_engine(url)
     try:
-        yield name, make_session_factory(engine), writer
+        yield name, url, make_session_factory(engine)
     finally:
-        writer.stop()
         engine.dispose()
         pg_server.set_outage(name, down=False)
         pg_server.drop(name)
 
 
 def test_the_writer_survives_a_database_outage(
-    pg_server: Any, outage_writer: tuple[str, Callable[[], Session], PredictionLogWriter]
+    pg_server: Any, outage_db: tuple[str, str, Callable[[], Session]]
 ) -> None:
     """While Postgres refuses connections a write fails with the database error (the app's
     503) and stores nothing; once it is back the same writer commits again."""
-    name, sessions, writer = outage_writer
+    name, url, sessions = outage_db
     before, during, after = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    _write(writer, [_row(before)])
-    pg_server.set_outage(name, down=True)
-    with pytest.raises((OperationalError, InterfaceError)):
-        _write(writer, [_row(during)])
-    assert writer.running
-    pg_server.set_outage(name, down=False)
-    _write(writer, [_row(after)])
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        await writer.write([_row(before)])
+        pg_server.set_outage(name, down=True)
+        with pytest.raises((OperationalError, InterfaceError)):
+            await writer.write([_row(during)])
+        assert writer.running
+        pg_server.set_outage(name, down=False)
+        await writer.write([_row(after)])
+
+    run_with_writer(url, scenario)
     assert [_rows_of(sessions, i) for i in (before, during, after)] == [1, 0, 1]
 
 
 def test_a_connection_dropped_while_idle_costs_no_request(
-    pg_server: Any, outage_writer: tuple[str, Callable[[], Session], PredictionLogWriter]
+    pg_server: Any, outage_db: tuple[str, str, Callable[[], Session]]
 ) -> None:
     """The writer keeps one connection; when the server drops it between two requests (a
     restart, an idle timeout), the next request's rows are still committed, on a new one."""
-    name, sessions, writer = outage_writer
+    name, url, sessions = outage_db
     first, second = uuid.uuid4(), uuid.uuid4()
-    _write(writer, [_row(first)])
-    pg_server.set_outage(name, down=True)  # terminates every backend, the writer's too
-    pg_server.set_outage(name, down=False)
-    _write(writer, [_row(second)])
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        await writer.write([_row(first)])
+        pg_server.set_outage(name, down=True)  # terminates every backend, the writer's too
+        pg_server.set_outage(name, down=False)
+        await writer.write([_row(second)])
+
+    run_with_writer(url, scenario)
     assert [_rows_of(sessions, i) for i in (first, second)] == [1, 1]
 
 
 def test_the_writer_commits_on_sqlite_too(sqlite_url: str) -> None:
     """The embedded default (make run): concurrent writes to SQLite are all stored."""
-    engine = create_db_engine(sqlite_url)
-    writer = PredictionLogWriter(engine)
-    writer.start()
     ids = [uuid.uuid4() for _ in range(20)]
-    try:
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            for future in [pool.submit(_write, writer, [_row(i)]) for i in ids]:
-                future.result(timeout=10)
-    finally:
-        writer.stop()
-        engine.dispose()
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(writer.write([_row(i)]) for i in ids))
+
+    run_with_writer(sqlite_url, scenario)
     engine = create_db_engine(sqlite_url)
     assert [_rows_of(make_session_factory(engine), i) for i in ids] == [1] * 20
     engine.dispose()

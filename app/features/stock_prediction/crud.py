@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Table, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from app.models.prediction_log import PredictionLog
@@ -14,7 +15,7 @@ from app.models.prediction_log import PredictionLog
 _INSERT = insert(cast(Table, PredictionLog.__table__))
 
 
-def insert_predictions(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+async def insert_predictions(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows (of one or several responses) as one executemany of a cached statement.
 
     A Core ``INSERT`` on a plain connection: the ORM's bulk insert through a session cost
@@ -24,11 +25,12 @@ def insert_predictions(connection: Connection, rows: Sequence[dict[str, Any]]) -
     CPU at horizon 30). psycopg sends the executemany as one pipeline.
 
     Args:
-        connection: the writer's connection; the caller commits.
+        connection: the group-commit writer's connection (on the event loop); the caller
+            commits.
         rows: column values of :class:`PredictionLog` (one per target date).
     """
     if rows:
-        connection.execute(_INSERT, list(rows))
+        await connection.execute(_INSERT, list(rows))
 
 
 def recent(session: Session, *, limit: int = 10, ticker: str | None = None) -> list[PredictionLog]:

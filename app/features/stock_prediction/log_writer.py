@@ -1,16 +1,20 @@
-"""Group commit of ``prediction_log`` rows: one writer thread per process, one transaction
-for the rows of every request that is waiting.
+"""Group commit of ``prediction_log`` rows: one writer task on each worker's event loop, one
+transaction for the rows of every request that is waiting.
 
-A request hands its rows to :meth:`PredictionLogWriter.write_async` and waits until they are
+A request hands its rows to :meth:`PredictionLogWriter.write` and waits until they are
 committed (or the commit failed), so a 200 response is never sent for rows that are not
-durable. The event loop is not blocked meanwhile: the writer thread settles the request's
-asyncio future with ``call_soon_threadsafe``, so a waiting request costs no thread.
+durable. Meanwhile other requests queue their rows; when the current commit returns, the
+writer takes everything queued and commits it in one transaction. Under load one WAL flush
+then covers many requests instead of one each (the batching that databases call *group
+commit*, here done by the client); with a single request in flight it is an ordinary commit
+with no added wait.
 
-Meanwhile other requests queue their rows; when the current commit returns, the writer takes
-everything queued and commits it as one multi-row ``INSERT`` in one transaction. Under load
-one WAL flush then covers many requests instead of one each (the batching that databases
-call *group commit*, here done by the client); with a single request in flight it is an
-ordinary commit with no added wait.
+The writer is an asyncio task on the same event loop as the requests, with one
+:class:`~sqlalchemy.ext.asyncio.AsyncConnection` (psycopg's async connection on Postgres,
+aiosqlite on SQLite): while its ``INSERT`` or ``COMMIT`` waits for the database the loop
+serves other requests, and no second thread competes with the event loop for the GIL. A
+writer *thread* did the same job until round 5 of docs/performance.md; handing the GIL back
+and forth with it cost a third of a worker's CPU per prediction.
 
 Failures:
 
@@ -29,15 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.features.stock_prediction import crud
 from common.db import DatabaseUnavailableError
@@ -52,22 +55,21 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class _Pending:
-    """One request's rows, and the future on its event loop that waits for their commit."""
+    """One request's rows, and the future its request waits on."""
 
     rows: Sequence[dict[str, Any]]
-    loop: asyncio.AbstractEventLoop
     waiter: asyncio.Future[None]
 
 
-def _settle_waiter(waiter: asyncio.Future[None], exc: BaseException | None) -> None:
-    # runs on the event loop; the waiter is done already when its request was cancelled
-    # (client gone or timed out): the rows are committed all the same, nobody is told
-    if waiter.done():
+def _settle(pending: _Pending, exc: BaseException | None) -> None:
+    # the waiter is done already when its request was cancelled (client gone or timed
+    # out): the rows are committed all the same, nobody is told
+    if pending.waiter.done():
         return
     if exc is None:
-        waiter.set_result(None)
+        pending.waiter.set_result(None)
     else:
-        waiter.set_exception(exc)
+        pending.waiter.set_exception(exc)
 
 
 def _failure(exc: BaseException) -> BaseException:
@@ -82,32 +84,38 @@ def _failure(exc: BaseException) -> BaseException:
 class PredictionLogWriter:
     """Commits the ``prediction_log`` rows of concurrent requests in shared transactions.
 
-    The writer thread keeps one connection of ``engine``'s pool for as long as it works
-    (no checkout and ``pool_pre_ping`` per batch). A connection found dead at the
-    ``INSERT`` (the database restarted meanwhile) is replaced and the batch tried once more
-    on a new one, since nothing of it was written; a connection lost at the ``COMMIT`` is
-    replaced too, but that batch fails (its outcome is unknown, so no 200 is sent for it).
+    Lives on one event loop: :meth:`start` it on the loop that serves the requests (the
+    app's lifespan does), call :meth:`write` from that loop's coroutines, and await
+    :meth:`stop` there.
+
+    The writer keeps one connection of ``engine``'s pool for as long as it works (no
+    checkout and ``pool_pre_ping`` per batch). A connection found dead at the ``INSERT`` (the
+    database restarted meanwhile) is replaced and the batch tried once more on a new one,
+    since nothing of it was written; a connection lost at the ``COMMIT`` is replaced too, but
+    that batch fails (its outcome is unknown, so no 200 is sent for it).
 
     Args:
-        engine: the app's engine.
+        engine: an async engine on the app's database
+            (:func:`app.core.database.create_async_db_engine`).
         timeout_seconds: longest :meth:`write` waits for its commit, seconds.
         max_batch_rows: most rows per transaction.
     """
 
     def __init__(
         self,
-        engine: Engine,
+        engine: AsyncEngine,
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_batch_rows: int = MAX_BATCH_ROWS,
     ) -> None:
-        self._engine = engine
-        self._connection: Connection | None = None  # the writer thread's only
+        self.engine = engine
+        self._connection: AsyncConnection | None = None  # the writer task's only
         self._timeout = timeout_seconds
         self._max_rows = max_batch_rows
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()  # replaced by start(): an Event binds to one loop
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         #: Transactions committed and requests they carried (for tests and logs).
         self.commits = 0
         self.requests_committed = 0
@@ -115,32 +123,35 @@ class PredictionLogWriter:
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._task is not None and not self._stopping and not self._task.done()
 
     def start(self) -> None:
-        """Start the writer thread (idempotent)."""
-        with self._lock:
-            if self.running:
-                return
-            self._thread = threading.Thread(
-                target=self._run, name="prediction-log-writer", daemon=True
-            )
-            self._thread.start()
+        """Start the writer task on the running event loop (idempotent).
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Commit what is queued, then stop the thread (waits up to ``timeout`` seconds)."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=timeout)
+        Raises:
+            RuntimeError: no event loop is running in this thread.
+        """
+        if self.running:
+            return
+        self._stopping = False
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="prediction-log-writer"
+        )
 
-    async def write_async(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def stop(self) -> None:
+        """Commit what is queued, then end the task and give its connection back."""
+        task, self._stopping = self._task, True
+        self._wakeup.set()
+        if task is not None:
+            await task
+        self._task = None
+
+    async def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Commit ``rows`` (one request's) with other requests' rows; return once committed.
 
-        Waits on an asyncio future that the writer thread settles, so the event loop is not
-        blocked. Cancelling the caller (a client that disconnects) does not withdraw the
-        rows: they are committed with their batch, and no 200 was sent for them.
+        Cancelling the caller (a client that disconnects) does not withdraw the rows: they
+        are committed with their batch, and no 200 was sent for them.
 
         Args:
             rows: column values of :class:`app.models.prediction_log.PredictionLog`.
@@ -156,9 +167,9 @@ class PredictionLogWriter:
             return
         if not self.running:
             raise DatabaseUnavailableError("the prediction log writer is not running")
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Pending(rows, loop, waiter))
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(rows, waiter))
+        self._wakeup.set()
         try:
             async with asyncio.timeout(self._timeout):
                 await waiter
@@ -167,75 +178,73 @@ class PredictionLogWriter:
                 f"the prediction log was not committed within {self._timeout:.0f} s"
             ) from exc
 
-    # -- the writer thread -----------------------------------------------------------------
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch, n_rows = [first], len(first.rows)
-            while n_rows < self._max_rows:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-                n_rows += len(item.rows)
-            self._commit_batch(batch)
-        # commit what arrived after the stop sentinel rather than leave it waiting
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self._commit_batch([item])
-        self._release()
+    # -- the writer task -------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            while self._queue or not self._stopping:
+                if not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await self._commit_batch(self._next_batch())
+        finally:
+            # cancelled (the loop is closing without stop()): nobody is left waiting
+            for pending in self._queue:
+                _settle(pending, DatabaseUnavailableError("the prediction log writer stopped"))
+            self._queue.clear()
+            await self._release()
 
-    def _commit(self, batch: Sequence[_Pending]) -> None:
+    def _next_batch(self) -> list[_Pending]:
+        """Everything queued, up to ``max_batch_rows`` rows (at least one request)."""
+        batch = [self._queue.popleft()]
+        n_rows = len(batch[0].rows)
+        while self._queue and n_rows + len(self._queue[0].rows) <= self._max_rows:
+            pending = self._queue.popleft()
+            batch.append(pending)
+            n_rows += len(pending.rows)
+        return batch
+
+    async def _commit(self, batch: Sequence[_Pending]) -> None:
         rows = [row for pending in batch for row in pending.rows]
         try:
-            self._insert(rows)
+            await self._insert(rows)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
             logger.warning("prediction log: connection lost before the insert; reconnecting")
-            self._insert(rows)  # nothing was written: once more, on a new connection
+            await self._insert(rows)  # nothing was written: once more, on a new connection
+        connection = await self._held()
         try:
-            self._held().commit()
+            await connection.commit()
         except BaseException:
-            self._release()
+            await self._release()
             raise
 
-    def _held(self) -> Connection:
+    async def _held(self) -> AsyncConnection:
         if self._connection is None:
-            self._connection = self._engine.connect()
+            self._connection = await self.engine.connect()
         return self._connection
 
-    def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
         try:
-            crud.insert_predictions(self._held(), rows)
+            await crud.insert_predictions(await self._held(), rows)
         except BaseException:
-            self._release()
+            await self._release()
             raise
 
-    def _release(self) -> None:
+    async def _release(self) -> None:
         """Give the held connection back (rolled back, or discarded if it is dead)."""
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
-                connection.close()
+                await connection.close()
             except DBAPIError:
                 logger.debug("prediction log: closing a dead connection failed", exc_info=True)
 
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
         began = time.perf_counter()
         try:
-            self._commit(batch)
+            await self._commit(batch)
         except (OperationalError, InterfaceError) as exc:
             logger.error("prediction log: database unavailable, %d requests fail", len(batch))
             self._fail(batch, exc)
@@ -247,7 +256,7 @@ class PredictionLogWriter:
                 return
             logger.warning("prediction log: batch of %d refused; one by one", len(batch))
             for pending in batch:
-                self._commit_batch([pending])
+                await self._commit_batch([pending])
             return
         self.commits += 1
         self.requests_committed += len(batch)
@@ -257,17 +266,10 @@ class PredictionLogWriter:
             (time.perf_counter() - began) * 1000.0,
         )
         for pending in batch:
-            self._settle(pending, None)
-
-    @classmethod
-    def _fail(cls, batch: Sequence[_Pending], exc: BaseException) -> None:
-        failure = _failure(exc)
-        for pending in batch:
-            cls._settle(pending, failure)
+            _settle(pending, None)
 
     @staticmethod
-    def _settle(pending: _Pending, exc: BaseException | None) -> None:
-        try:
-            pending.loop.call_soon_threadsafe(_settle_waiter, pending.waiter, exc)
-        except RuntimeError:  # the request's event loop is closed: nobody waits any more
-            logger.warning("prediction log: a request's event loop closed before its commit")
+    def _fail(batch: Sequence[_Pending], exc: BaseException) -> None:
+        failure = _failure(exc)
+        for pending in batch:
+            _settle(pending, failure)

@@ -186,7 +186,7 @@ async def _respond(
         }
         for step, point in enumerate(points, start=1)
     ]
-    await log_writer.write_async(rows)
+    await log_writer.write(rows)
     parts = _response_parts(model, input_source)
     parts.served.inc()
     parts.points.inc(horizon)
