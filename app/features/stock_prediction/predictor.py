@@ -24,6 +24,7 @@ that need OHLC (``hl_range``, ``oc_return``) hold the last bar's values while
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import os
@@ -81,6 +82,19 @@ class Forecast:
 
 
 @dataclass(frozen=True)
+class _ForecastConstants:
+    """What every forecast of one model uses, derived from its metadata once."""
+
+    columns: tuple[str, ...]  # the OHLCV columns the features read, ``close`` always
+    feature_mean: FloatArray  # (n_features,)
+    feature_scale: FloatArray  # (n_features,)
+    target_mean: FloatArray  # (1,)
+    target_scale: FloatArray  # (1,)
+    output_names: list[str]  # the network's first output only
+    inference_latency: Any  # the model's child of ``stockcast_model_inference_seconds``
+
+
+@dataclass(frozen=True)
 class ServedModel:
     """One champion in memory: its registry identity, metadata and ONNX session.
 
@@ -108,6 +122,19 @@ class ServedModel:
         """True when every feature is computed from closes alone (POST /predict accepts it)."""
         return set(self.metadata.features) <= CLOSE_ONLY_FEATURES
 
+    @functools.cached_property
+    def _constants(self) -> _ForecastConstants:
+        meta = self.metadata
+        return _ForecastConstants(
+            columns=tuple(sorted({"close", *required_columns(meta.features)})),
+            feature_mean=np.asarray(meta.feature_scaler.mean, dtype=np.float64),
+            feature_scale=np.asarray(meta.feature_scaler.scale, dtype=np.float64),
+            target_mean=np.asarray(meta.target_scaler.mean, dtype=np.float64),
+            target_scale=np.asarray(meta.target_scaler.scale, dtype=np.float64),
+            output_names=[self.session.get_outputs()[0].name],
+            inference_latency=INFERENCE_LATENCY.labels(ticker=self.ticker),
+        )
+
     def forecast(self, bars: Mapping[str, npt.ArrayLike], horizon: int) -> Forecast:
         """Predict ``horizon`` closes after the last bar, feeding predictions back in.
 
@@ -127,21 +154,17 @@ class ServedModel:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         meta = self.metadata
         lookback = meta.lookback
-        columns = sorted({"close", *required_columns(meta.features)})
+        const = self._constants
         # One buffer per column holds the lookback bars and then the synthetic bars: step k's
         # window is the view buffer[k : k + lookback] (no copy, no np.append per step).
         buffers: dict[str, FloatArray] = {}
-        for column in columns:
+        for column in const.columns:
             values = np.asarray(bars[column], dtype=np.float64)
             if len(values) < lookback:
                 raise ValueError(f"need {lookback} bars, got {len(values)}")
             buffer = np.empty(lookback + horizon, dtype=np.float64)
             buffer[:lookback] = values[-lookback:]
             buffers[column] = buffer
-        f_mean = np.asarray(meta.feature_scaler.mean, dtype=np.float64)
-        f_scale = np.asarray(meta.feature_scaler.scale, dtype=np.float64)
-        t_mean = np.asarray(meta.target_scaler.mean, dtype=np.float64)
-        t_scale = np.asarray(meta.target_scaler.scale, dtype=np.float64)
         close = buffers["close"]
         returns = np.empty(horizon, dtype=np.float64)
         inference = 0.0
@@ -149,18 +172,18 @@ class ServedModel:
             end = step + lookback
             window = {column: buffer[step:end] for column, buffer in buffers.items()}
             x = window_features(window, lookback, meta.features)  # (1, lookback, n_features)
-            x_scaled = scale(x, f_mean, f_scale).astype(np.float32)
+            x_scaled = scale(x, const.feature_mean, const.feature_scale).astype(np.float32)
             began = time.perf_counter()
-            output = self.session.run(None, {self.input_name: x_scaled})[0]
+            output = self.session.run(const.output_names, {self.input_name: x_scaled})[0]
             inference += time.perf_counter() - began
             scaled = np.asarray(output, dtype=np.float64).reshape(-1)[:1]
-            r = float(unscale(scaled, t_mean, t_scale)[0])
+            r = float(unscale(scaled, const.target_mean, const.target_scale)[0])
             ratio = math.exp(r)
             for buffer in buffers.values():
                 buffer[end] = buffer[end - 1] * ratio
             returns[step] = r
         closes = close[lookback:].copy()
-        INFERENCE_LATENCY.labels(ticker=self.ticker).observe(inference)
+        const.inference_latency.observe(inference)
         return Forecast(closes=closes, log_returns=returns, inference_seconds=inference)
 
 
