@@ -30,9 +30,12 @@ def make_settings(*, database_url: str, tracking_uri: str, **overrides: object) 
     return AppSettings(_env_file=None, **values)
 
 
-def create_user(session: Session, username: str, *, admin: bool = False) -> None:
-    """A committed user with password :data:`PASSWORD`."""
-    service.create_user(session=session, username=username, password=PASSWORD, is_admin=admin)
+def create_user(session: Session, username: str, *, admin: bool = False) -> int:
+    """A committed user with password :data:`PASSWORD`; returns its id."""
+    user = service.create_user(
+        session=session, username=username, password=PASSWORD, is_admin=admin
+    )
+    return user.id
 
 
 def deactivate_user(session: Session, username: str) -> None:

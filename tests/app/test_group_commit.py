@@ -147,6 +147,36 @@ def test_concurrent_writes_are_all_committed_in_fewer_transactions(
     assert writer.commits <= 3
 
 
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_every_column_is_stored_as_written(
+    backend: str, writer_db: tuple[str, Engine, Callable[[], Session]], sqlite_url: str
+) -> None:
+    """The rows of a batch (one statement of arrays on Postgres, an executemany on SQLite)
+    read back exactly as written: ids, dates, prices, a user and no user, each step."""
+    url = writer_db[0] if backend == "postgres" else sqlite_url
+    engine = create_db_engine(url)
+    with make_session_factory(engine)() as session:
+        user_id = create_user(session, f"writer-{backend}")
+    first, second = uuid.uuid4(), uuid.uuid4()
+    written = [
+        _row(first, 1, user_id=user_id, predicted_close=37.123456789, latency_ms=0.25),
+        _row(first, 2, user_id=user_id, predicted_close=37.5),
+        _row(second, 1, ticker="AAPL", input_source="client", model_version="12"),
+    ]
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        await asyncio.gather(writer.write(written[:2]), writer.write(written[2:]))
+
+    run_with_writer(url, scenario)
+    columns = list(written[0])
+    with make_session_factory(engine)() as session:
+        stored = session.execute(
+            select(*(getattr(PredictionLog, c) for c in columns)).order_by(PredictionLog.id)
+        ).all()
+    engine.dispose()
+    assert [dict(zip(columns, row, strict=True)) for row in stored] == written
+
+
 def test_a_batch_never_exceeds_max_batch_rows(
     writer_db: tuple[str, Engine, Callable[[], Session]],
 ) -> None:

@@ -5,31 +5,69 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import String, Table, bindparam, func, insert, select
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
 from app.models.prediction_log import PredictionLog
 
+_TABLE = cast(Table, PredictionLog.__table__)
 #: ``INSERT INTO prediction_log``, a Core statement: compiled once per process and cached.
-_INSERT = insert(cast(Table, PredictionLog.__table__))
+_INSERT = insert(_TABLE)
+#: The columns of a prediction's rows (``id`` and ``created_at`` are the database's).
+_ROW_COLUMNS = [column for column in _TABLE.c if column.name not in ("id", "created_at")]
+
+
+def _unbounded(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+    # an explicit cast to varchar(n) truncates silently: cast to varchar, and let the column
+    # refuse a value too long for it, as a plain INSERT would
+    return String() if isinstance(type_, String) else type_
+
+
+#: Postgres: ``INSERT INTO prediction_log (...) SELECT * FROM unnest(:a, :b, ...)``, one array
+#: per column, so a batch of any size is one statement (one plan, one executor run).
+_INSERT_UNNEST = insert(_TABLE).from_select(
+    [column.name for column in _ROW_COLUMNS],
+    select(
+        func.unnest(
+            *[
+                sql_cast(bindparam(column.name), postgresql.ARRAY(_unbounded(column.type)))
+                for column in _ROW_COLUMNS
+            ]
+        )
+        .table_valued(*[column.name for column in _ROW_COLUMNS])
+        .render_derived()
+    ),
+)
 
 
 async def insert_predictions(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows (of one or several responses) as one executemany of a cached statement.
+    """Insert rows (of one or several responses) with one cached Core statement.
 
-    A Core ``INSERT`` on a plain connection: the ORM's bulk insert through a session cost
-    twice the CPU for the same rows (0.89 against 0.45 ms for three rows, including the
-    session's pool checkout; docs/performance.md), and ``insert().values(rows)``, whose SQL
-    depends on the number of rows, was compiled anew on every call (a fifth of a worker's
-    CPU at horizon 30). psycopg sends the executemany as one pipeline.
+    On Postgres one ``INSERT ... SELECT FROM unnest(arrays)``: a batch of any size is one
+    statement, where an executemany ran one per row (horizon 30: 762 against 623 requests/s
+    in the benchmark, docs/performance.md round 5). Elsewhere (SQLite) an executemany of the
+    plain ``INSERT``. Never ``insert().values(rows)``, whose SQL depends on the number of rows
+    and was compiled anew on every call (a fifth of a worker's CPU at horizon 30).
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: as the database refuses the rows (a value too long for
+            its column is refused, not truncated) or cannot be reached.
 
     Args:
         connection: the group-commit writer's connection (on the event loop); the caller
             commits.
         rows: column values of :class:`PredictionLog` (one per target date).
     """
-    if rows:
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        arrays = {column.name: [row[column.name] for row in rows] for column in _ROW_COLUMNS}
+        await connection.execute(_INSERT_UNNEST, arrays)
+    else:
         await connection.execute(_INSERT, list(rows))
 
 
