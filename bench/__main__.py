@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="record each case's measured run with py-spy (one worker) into DIR",
     )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil), i.e. "
+        "where the worker's Python CPU goes",
+    )
     parser.add_argument("--output", type=Path, default=None, help="default: var/bench/results.md")
     parser.add_argument(
         "--app-root",
@@ -298,7 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         username, password = f"bench-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
         prepare.create_bench_user(bench, username, password)
-        recorder = ProfileRecorder(args.profile) if args.profile else None
+        recorder = (
+            ProfileRecorder(args.profile, gil_only=args.profile_gil) if args.profile else None
+        )
         results: list[CaseResult] = []
         with server.ApiServer(bench, expected_models=len(SNAPSHOT_TICKERS)) as api:
             token = api.token(username, password)

@@ -61,8 +61,11 @@ def top_frames(collapsed: Path, limit: int = 25) -> tuple[int, list[FrameShare]]
 class ProfileRecorder:
     """Records one py-spy profile per case into ``folder``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, gil_only: bool = False) -> None:
         self.folder = folder
+        # py-spy --gil: only the thread holding the GIL is sampled, so the samples are where
+        # the worker's Python CPU goes, without threads waiting for the GIL or for I/O
+        self.gil_only = gil_only
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.files: list[Path] = []
@@ -77,7 +80,7 @@ class ProfileRecorder:
             [
                 self.exe, "record", "--pid", str(pid), "--duration", str(round(seconds)),
                 "--rate", "250", "--function", "--nonblocking", "--format", "raw",
-                "--output", str(out),
+                "--output", str(out), *(["--gil"] if self.gil_only else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -99,7 +102,8 @@ class ProfileRecorder:
             total, frames = top_frames(path, limit)
             parts += [
                 "",
-                f"### {path.stem}: {total} samples of one worker (non-idle threads)",
+                f"### {path.stem}: {total} samples of one worker "
+                + ("(the thread holding the GIL)" if self.gil_only else "(non-idle threads)"),
                 "",
                 "| frame | inclusive % | self % |",
                 "|---|---:|---:|",

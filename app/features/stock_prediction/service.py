@@ -15,6 +15,7 @@ the price store, in the thread pool.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import time
 import uuid
@@ -81,15 +82,19 @@ async def last_bars(
     return await cache.get_or_load((ticker, n), load, keep=lambda bars: len(bars) >= n)
 
 
-def next_trading_days(as_of: dt.date, count: int) -> list[dt.date]:
-    """The ``count`` weekdays after ``as_of``; exchange holidays are not modelled."""
+@functools.lru_cache(maxsize=4_096)
+def next_trading_days(as_of: dt.date, count: int) -> tuple[dt.date, ...]:
+    """The ``count`` weekdays after ``as_of``; exchange holidays are not modelled.
+
+    Kept per ``(as_of, count)``: every request for a ticker shares its last bar's date.
+    """
     days: list[dt.date] = []
     day = as_of
     while len(days) < count:
         day += dt.timedelta(days=1)
         if day.weekday() < _SATURDAY:
             days.append(day)
-    return days
+    return tuple(days)
 
 
 def check_horizon(horizon: int, *, max_horizon: int) -> int:
@@ -160,8 +165,10 @@ async def _respond(
     horizon = len(forecast.closes)
     target_dates = next_trading_days(as_of_date, horizon)
     request_id = uuid.uuid4()
+    # model_construct: the values are ours and already typed, nothing to validate (FastAPI
+    # serializes the response against its model all the same)
     points = [
-        PredictionPoint(
+        PredictionPoint.model_construct(
             target_date=day,
             predicted_close=float(close),
             change_pct=(float(close) / last_close - 1.0) * 100.0,
@@ -190,7 +197,7 @@ async def _respond(
     parts = _response_parts(model, input_source)
     parts.served.inc()
     parts.points.inc(horizon)
-    return PredictionResponse(
+    return PredictionResponse.model_construct(
         prediction_id=request_id,
         ticker=model.ticker,
         as_of_date=as_of_date,
