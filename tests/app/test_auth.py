@@ -205,3 +205,25 @@ def test_a_token_is_verified_once_then_remembered_until_its_exp() -> None:
         with pytest.raises(security.TokenError):
             tokens.subject("not-a-jwt")
         assert calls == 4 and len(tokens) == 0  # refused tokens are checked every time
+
+
+def test_openapi_documents_the_password_flow_on_every_protected_route(client: TestClient) -> None:
+    """/docs' "Authorize" button: the protected routes require the one OAuth2 password-flow
+    scheme (token URL /auth/token) under its usual name; login and health do not."""
+    spec = client.get("/openapi.json").json()
+    scheme = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]
+    assert scheme["flows"]["password"]["tokenUrl"] == "/auth/token"
+    required: list[dict[str, list[str]]] = [{"OAuth2PasswordBearer": []}]
+    for path, method in [
+        ("/predict/{ticker}", "get"),
+        ("/predict/{ticker}", "post"),
+        ("/auth/me", "get"),
+        ("/models/reload", "post"),
+    ]:
+        assert spec["paths"][path][method]["security"] == required, (path, method)
+    assert "security" not in spec["paths"]["/auth/token"]["post"]
+    assert "security" not in spec["paths"]["/health"]["get"]
+    horizon = next(
+        p for p in spec["paths"]["/predict/{ticker}"]["get"]["parameters"] if p["name"] == "horizon"
+    )
+    assert horizon["in"] == "query" and horizon["schema"]["default"] == 1

@@ -133,7 +133,10 @@ class BearerUser(OAuth2PasswordBearer):
 
 
 #: The dependency of protected routes (``CurrentUser``): the request's authenticated user.
-get_current_user = BearerUser(tokenUrl="/auth/token", auto_error=False)
+# the scheme keeps the name OpenAPI clients knew it by (FastAPI names it after the class)
+get_current_user = BearerUser(
+    tokenUrl="/auth/token", auto_error=False, scheme_name="OAuth2PasswordBearer"
+)
 
 CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user)]
 
