@@ -132,8 +132,8 @@ class BearerUser(OAuth2PasswordBearer):
         return await authenticate_bearer(request, await super().__call__(request))
 
 
-#: The dependency of protected routes (``CurrentUser``): the request's authenticated user.
-# the scheme keeps the name OpenAPI clients knew it by (FastAPI names it after the class)
+#: The dependency of protected routes (``CurrentUser``): the request's authenticated user. Its
+#: scheme keeps the name OpenAPI clients knew it by (FastAPI would name it after the class).
 get_current_user = BearerUser(
     tokenUrl="/auth/token", auto_error=False, scheme_name="OAuth2PasswordBearer"
 )
