@@ -13,8 +13,8 @@ The writer is an asyncio task on the same event loop as the requests, with one
 :class:`~sqlalchemy.ext.asyncio.AsyncConnection` (psycopg's async connection on Postgres,
 aiosqlite on SQLite): while its ``INSERT`` or ``COMMIT`` waits for the database the loop
 serves other requests, and no second thread competes with the event loop for the GIL. A
-writer *thread* did the same job until round 5 of docs/performance.md; handing the GIL back
-and forth with it cost a third of a worker's CPU per prediction.
+writer *thread* did the same job until round 5 of docs/performance.md: with it a horizon-1
+prediction cost 0.65 ms of worker CPU, without it 0.45-0.52 ms.
 
 Failures:
 
