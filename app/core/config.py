@@ -74,7 +74,8 @@ class AppSettings(LayerSettings):
         default=30.0,
         ge=0,
         description="per-worker cache of each ticker's last lookback bars for GET /predict, "
-        "seconds; new bars are served at most this long after the ingest commits; 0 = off",
+        "and of the forecasts made from them, seconds; new bars are served at most this long "
+        "after the ingest commits; 0 = off",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -8,7 +8,9 @@ Custom metrics:
 * ``stockcast_predictions_total{ticker, model_version, endpoint}``: prediction requests served;
 * ``stockcast_predicted_points_total{ticker, model_version}``: predicted target dates served;
 * ``stockcast_model_inference_seconds{ticker}``: wall time of the model's forward passes for
-  one request (all horizon steps), seconds;
+  one forecast (all horizon steps), seconds; observed when a forecast is computed, i.e. once
+  per cached lookback window, model version and horizon (the requests that reuse it add no
+  observation);
 * ``stockcast_model_version_loaded{ticker}``: the registered-model version served per ticker.
 
 HTTP metrics (prometheus-fastapi-instrumentator): ``http_requests_total{handler, method,
@@ -60,7 +62,8 @@ PREDICTED_POINTS = Counter(
 )
 INFERENCE_LATENCY = Histogram(
     "stockcast_model_inference_seconds",
-    "Time spent in the model's forward passes for one request (all horizon steps), seconds.",
+    "Time spent in the model's forward passes for one forecast (all horizon steps), seconds;"
+    " once per cached window, model version and horizon.",
     ["ticker"],
     buckets=INFERENCE_LATENCY_BUCKETS,
 )

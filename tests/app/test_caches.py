@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
@@ -189,6 +190,42 @@ def test_a_warm_predict_reads_nothing_and_only_the_writer_inserts(
     assert statements["app"] == []
     assert statements["writer"], "the writer's INSERT was not seen"
     assert all(s.startswith("INSERT INTO prediction_log") for s in statements["writer"])
+
+
+def _forward_passes_timed() -> float:
+    """Forecasts computed for TICKER so far: observations of the inference histogram."""
+    return (
+        REGISTRY.get_sample_value("stockcast_model_inference_seconds_count", {"ticker": TICKER})
+        or 0.0
+    )
+
+
+def test_a_forecast_is_computed_once_per_window_model_and_horizon(
+    client: TestClient, clock: FakeClock, settings: Any, user_headers: dict[str, str]
+) -> None:
+    """Requests on the same cached window get the same predicted closes, each with its own
+    prediction_id, and the model runs for the first of each horizon only; once the window
+    expires, the next request runs the model again."""
+    url = f"/predict/{TICKER}"
+    before = _forward_passes_timed()
+    first = client.get(f"{url}?horizon=3", headers=user_headers).json()
+    assert _forward_passes_timed() == before + 1
+
+    again = client.get(f"{url}?horizon=3", headers=user_headers).json()
+    assert again["predictions"] == first["predictions"]
+    assert again["prediction_id"] != first["prediction_id"]
+    assert _forward_passes_timed() == before + 1  # served from the window
+
+    other = client.get(f"{url}?horizon=5", headers=user_headers).json()
+    assert [p["predicted_close"] for p in other["predictions"][:3]] == [
+        p["predicted_close"] for p in first["predictions"]
+    ]
+    assert _forward_passes_timed() == before + 2  # another horizon, its own forecast
+
+    clock.now += settings.bars_cache_seconds
+    refreshed = client.get(f"{url}?horizon=3", headers=user_headers).json()
+    assert refreshed["predictions"] == first["predictions"]  # same bars, same model
+    assert _forward_passes_timed() == before + 3  # a new window: the model ran again
 
 
 def _lookup(

@@ -7,9 +7,11 @@ its rows to the process's :class:`~app.features.stock_prediction.log_writer.Pred
 and waits until the transaction that carries them (and other waiting requests' rows) commits.
 
 The use cases are coroutines run on the event loop: a warm request (its lookback window
-cached) does no blocking I/O of its own, the forecast is computed in place (tens of
-microseconds per step), and the wait for the commit holds no thread. Only a cache miss reads
-the price store, in the thread pool.
+cached) does no blocking I/O of its own, and the wait for the commit holds no thread. Only a
+cache miss reads the price store, in the thread pool. A cached window keeps the forecasts made
+from it (:class:`LookbackWindow`): the served models are deterministic, so the first request
+of each model and horizon computes the forecast (tens of microseconds per step) and the
+others on the same window reuse it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,8 +47,43 @@ _SATURDAY = 5
 #: Lookback windows kept at most in a worker's bars cache (one per ticker and lookback).
 BARS_CACHE_MAXSIZE = 1_024
 
-#: The last ``lookback`` bars by ``(ticker, lookback)``.
-BarsCache = ExpiringCache[tuple[str, int], Bars]
+
+@dataclass(frozen=True)
+class LookbackWindow:
+    """The last ``lookback`` bars of one ticker, and the forecasts already made from them.
+
+    A served model is deterministic (onnxruntime with one intra-op thread): the same model
+    version, window and horizon always give the same forecast, so a window keeps each
+    forecast it was asked for and every later request on it reuses it. The forecasts live
+    and expire with the window in the bars cache (``APP_BARS_CACHE_SECONDS``); a reloaded
+    model has another version, so its first request computes its own.
+
+    Attributes:
+        bars: the window, oldest first, read-only arrays of shape ``(lookback,)``.
+        forecasts: by ``(model name, model version, horizon)``.
+    """
+
+    bars: Bars
+    forecasts: dict[tuple[str, str, int], Forecast] = field(default_factory=dict)
+
+    def forecast(self, model: ServedModel, horizon: int) -> Forecast:
+        """``model``'s forecast of ``horizon`` closes from this window, computed once.
+
+        Raises:
+            ValueError: fewer bars than the model's lookback, or ``horizon < 1``.
+        """
+        key = (model.name, model.version, horizon)
+        forecast = self.forecasts.get(key)
+        if forecast is None:
+            forecast = model.forecast(self.bars.as_mapping(), horizon)
+            forecast.closes.setflags(write=False)
+            forecast.log_returns.setflags(write=False)
+            self.forecasts[key] = forecast
+        return forecast
+
+
+#: The lookback windows by ``(ticker, lookback)``.
+BarsCache = ExpiringCache[tuple[str, int], LookbackWindow]
 
 
 def make_bars_cache(
@@ -60,7 +97,7 @@ def make_bars_cache(
 
 async def last_bars(
     session_factory: sessionmaker[Session], cache: BarsCache, *, ticker: str, n: int
-) -> Bars:
+) -> LookbackWindow:
     """The last ``n`` bars of ``ticker``, oldest first, from ``cache`` or the price store.
 
     A miss reads them with :func:`read_last_bars` in the thread pool; only a complete window
@@ -72,14 +109,14 @@ async def last_bars(
         sqlalchemy.exc.OperationalError: the database is unavailable on a miss (503).
     """
 
-    def load() -> Bars:
+    def load() -> LookbackWindow:
         with session_factory() as session:
             bars = read_last_bars(session, ticker=ticker, n=n)
         for values in (bars.dates, bars.open, bars.high, bars.low, bars.close, bars.volume):
             values.setflags(write=False)
-        return bars
+        return LookbackWindow(bars)
 
-    return await cache.get_or_load((ticker, n), load, keep=lambda bars: len(bars) >= n)
+    return await cache.get_or_load((ticker, n), load, keep=lambda window: len(window.bars) >= n)
 
 
 @functools.lru_cache(maxsize=4_096)
@@ -240,10 +277,11 @@ async def predict_from_store(
             the commit of the rows (503); nothing logged.
     """
     model = predictor.get(ticker)
-    bars = await last_bars(session_factory, bars_cache, ticker=ticker, n=model.lookback)
+    window = await last_bars(session_factory, bars_cache, ticker=ticker, n=model.lookback)
+    bars = window.bars
     if len(bars) < model.lookback:
         raise BarsNotFoundError(ticker, found=len(bars), needed=model.lookback)
-    forecast = model.forecast(bars.as_mapping(), horizon)
+    forecast = window.forecast(model, horizon)
     return await _respond(
         log_writer=log_writer,
         model=model,
