@@ -38,7 +38,13 @@ class PredictionLog(Base):
         Index("ix_prediction_log_ticker_created_at", "ticker", "created_at"),
         Index("ix_prediction_log_ticker_target_date", "ticker", "target_date"),
         Index("ix_prediction_log_created_at", "created_at"),
-        Index("ix_prediction_log_request_id", "request_id"),
+        # one row per step of a request: a retried insert stores nothing twice (crud)
+        Index(
+            "ix_prediction_log_request_id_horizon_step",
+            "request_id",
+            "horizon_step",
+            unique=True,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)

@@ -345,6 +345,31 @@ def test_a_connection_dropped_while_idle_costs_no_request(
     assert [_rows_of(sessions, i) for i in (first, second)] == [1, 1]
 
 
+def test_a_batch_run_again_stores_each_row_once(
+    writer_db: tuple[str, Engine, Callable[[], Session]],
+) -> None:
+    """A batch whose connection was lost after its statement committed is run again on a new
+    connection (its outcome was unknown): rows already stored stay as they were and are not
+    stored twice, the missing ones are stored. Here the same request's rows are written a
+    second time, with one more step and another value for the first."""
+    url, _engine, sessions = writer_db
+    request = uuid.uuid4()
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        await writer.write([_row(request, 1), _row(request, 2)])
+        again = [_row(request, 1, predicted_close=99.0), _row(request, 2), _row(request, 3)]
+        await writer.write(again)
+
+    run_with_writer(url, scenario)
+    with sessions() as session:
+        stored = session.execute(
+            select(PredictionLog.horizon_step, PredictionLog.predicted_close)
+            .where(PredictionLog.request_id == request)
+            .order_by(PredictionLog.horizon_step)
+        ).all()
+    assert [tuple(row) for row in stored] == [(1, 37.5), (2, 37.5), (3, 37.5)]
+
+
 def test_the_writer_commits_on_sqlite_too(sqlite_url: str) -> None:
     """The embedded default (make run): concurrent writes to SQLite are all stored."""
     ids = [uuid.uuid4() for _ in range(20)]

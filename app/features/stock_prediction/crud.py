@@ -27,31 +27,41 @@ def _unbounded(type_: TypeEngine[Any]) -> TypeEngine[Any]:
     return String() if isinstance(type_, String) else type_
 
 
-#: Postgres: ``INSERT INTO prediction_log (...) SELECT * FROM unnest(:a, :b, ...)``, one array
-#: per column, so a batch of any size is one statement (one plan, one executor run).
-_INSERT_UNNEST = insert(_TABLE).from_select(
-    [column.name for column in _ROW_COLUMNS],
-    select(
-        func.unnest(
-            *[
-                sql_cast(bindparam(column.name), postgresql.ARRAY(_unbounded(column.type)))
-                for column in _ROW_COLUMNS
-            ]
-        )
-        .table_valued(*[column.name for column in _ROW_COLUMNS])
-        .render_derived()
-    ),
+#: Postgres: ``INSERT INTO prediction_log (...) SELECT * FROM unnest(:a, :b, ...) ON CONFLICT
+#: (request_id, horizon_step) DO NOTHING``, one array per column, so a batch of any size is one
+#: statement (one plan, one executor run), atomic, and idempotent: run twice, it stores each row
+#: once.
+_INSERT_UNNEST = (
+    postgresql.insert(_TABLE)
+    .from_select(
+        [column.name for column in _ROW_COLUMNS],
+        select(
+            func.unnest(
+                *[
+                    sql_cast(bindparam(column.name), postgresql.ARRAY(_unbounded(column.type)))
+                    for column in _ROW_COLUMNS
+                ]
+            )
+            .table_valued(*[column.name for column in _ROW_COLUMNS])
+            .render_derived()
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=["request_id", "horizon_step"])
 )
 
 
 async def insert_predictions(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows (of one or several responses) with one cached Core statement.
 
-    On Postgres one ``INSERT ... SELECT FROM unnest(arrays)``: a batch of any size is one
-    statement, where an executemany ran one per row (horizon 30: 762 against 623 requests/s
-    in the benchmark, docs/performance.md round 5). Elsewhere (SQLite) an executemany of the
-    plain ``INSERT``. Never ``insert().values(rows)``, whose SQL depends on the number of rows
-    and was compiled anew on every call (a fifth of a worker's CPU at horizon 30).
+    On Postgres one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT (request_id,
+    horizon_step) DO NOTHING``: a batch of any size is one statement, where an executemany
+    ran one per row (horizon 30: 762 against 623 requests/s in the benchmark,
+    docs/performance.md round 5); being one statement it is atomic, so it may run in
+    autocommit mode, and being idempotent it may be run again when the connection was lost
+    before its outcome was known (rows already stored are skipped, the others inserted).
+    Elsewhere (SQLite) an executemany of the plain ``INSERT``, in the caller's transaction.
+    Never ``insert().values(rows)``, whose SQL depends on the number of rows and was compiled
+    anew on every call (a fifth of a worker's CPU at horizon 30).
 
     Raises:
         sqlalchemy.exc.DBAPIError: as the database refuses the rows (a value too long for

@@ -16,12 +16,21 @@ serves other requests, and no second thread competes with the event loop for the
 writer *thread* did the same job until round 5 of docs/performance.md: with it a horizon-1
 prediction cost 0.65 ms of worker CPU, without it 0.45-0.52 ms.
 
+On Postgres a batch is one statement (:func:`crud.insert_predictions`: atomic, and
+idempotent through the unique ``(request_id, horizon_step)``), run on a connection in
+autocommit mode: the statement commits itself, durably (``synchronous_commit``) before its
+result comes back, in one round trip where ``BEGIN``, ``INSERT`` and ``COMMIT`` took three
+and about twice the writer's CPU per batch (docs/performance.md, round 6). On SQLite the
+rows are inserted and committed in a transaction.
+
 Failures:
 
 * the database is unreachable (``OperationalError``/``InterfaceError``): every request of
-  the batch gets the error (503 through the app's handler); nothing of the batch is stored
-  (one transaction), and the writer goes on with the next batch, so it recovers as soon as
-  the database is back;
+  the batch gets the error (503 through the app's handler), and the writer goes on with the
+  next batch, so it recovers as soon as the database is back. The batch is stored whole or
+  not at all (one transaction); on Postgres it may be stored whole although its requests got
+  503, when the connection died after the statement committed and the retry could not
+  connect (a 200 is never sent for rows that are not stored);
 * any other database error (a constraint, a bad value, a failing trigger): the batch is
   retried one request per transaction, so only the request whose rows are refused fails
   (with :class:`common.db.DatabaseUnavailableError`, 503: its prediction could not be logged);
@@ -98,10 +107,13 @@ class PredictionLogWriter:
     :meth:`stop` there.
 
     The writer keeps one connection of ``engine``'s pool for as long as it works (no
-    checkout and ``pool_pre_ping`` per batch). A connection found dead at the ``INSERT`` (the
-    database restarted meanwhile) is replaced and the batch tried once more on a new one,
-    since nothing of it was written; a connection lost at the ``COMMIT`` is replaced too, but
-    that batch fails (its outcome is unknown, so no 200 is sent for it).
+    checkout and ``pool_pre_ping`` per batch). A connection lost at the ``INSERT`` (the
+    database restarted meanwhile) is replaced and the batch tried once more on a new one: on
+    SQLite nothing of it was written (the transaction died with the connection); on Postgres
+    the statement may have committed before the loss, and running it again stores what is
+    missing and nothing twice. On SQLite a connection lost at the ``COMMIT`` is replaced too,
+    but that batch fails (its outcome is unknown, so no 200 is sent for it); on Postgres the
+    ``COMMIT`` is no round trip (autocommit).
 
     Args:
         engine: an async engine on the app's database
@@ -221,8 +233,9 @@ class PredictionLogWriter:
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-            logger.warning("prediction log: connection lost before the insert; reconnecting")
-            await self._insert(rows)  # nothing was written: once more, on a new connection
+            logger.warning("prediction log: connection lost at the insert; reconnecting")
+            # nothing was written, or (Postgres) all of it: the statement is idempotent
+            await self._insert(rows)
         connection = await self._held()
         try:
             await connection.commit()
@@ -232,7 +245,11 @@ class PredictionLogWriter:
 
     async def _held(self) -> AsyncConnection:
         if self._connection is None:
-            self._connection = await self.engine.connect()
+            connection = await self.engine.connect()
+            if connection.dialect.name == "postgresql":
+                # the batch is one atomic, idempotent statement (crud): it commits itself
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            self._connection = connection
         return self._connection
 
     async def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
