@@ -23,7 +23,13 @@ from app.main import create_app
 from common.db import create_db_engine, make_session_factory
 from data_pipeline.storage.feature_store import upsert_bars
 from tests.app.conftest import LOOKBACK, TICKER, Registry, login
-from tests.app.factories import PASSWORD, create_user, deactivate_user, make_settings
+from tests.app.factories import (
+    PASSWORD,
+    create_user,
+    deactivate_user,
+    make_settings,
+    mean_onnx_model,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -226,6 +232,21 @@ def test_a_forecast_is_computed_once_per_window_model_and_horizon(
     refreshed = client.get(f"{url}?horizon=3", headers=user_headers).json()
     assert refreshed["predictions"] == first["predictions"]  # same bars, same model
     assert _forward_passes_timed() == before + 3  # a new window: the model ran again
+
+
+def test_a_loaded_models_inference_histogram_starts_at_zero_for_the_first_forecast_to_show(
+    tmp_path: Any,
+) -> None:
+    """/metrics lists a ticker's inference histogram at count 0 as soon as its model is
+    served: with forecasts computed once per window, a series that first appeared already
+    holding the observations would show no increase, and the dashboard's inference panel
+    would stay empty."""
+    ticker = "ZERO.SA"  # no other test predicts it: its series is created by add() alone
+    labels = {"ticker": ticker}
+    assert REGISTRY.get_sample_value("stockcast_model_inference_seconds_count", labels) is None
+    predictor = Predictor(tracking_uri=f"sqlite:///{tmp_path / 'empty-registry.db'}")
+    predictor.add(mean_onnx_model(ticker=ticker, lookback=LOOKBACK, features=["rel_log_close"]))
+    assert REGISTRY.get_sample_value("stockcast_model_inference_seconds_count", labels) == 0.0
 
 
 def _lookup(

@@ -278,6 +278,10 @@ class Predictor:
         """Serve ``model`` for its ticker (replacing the previous one)."""
         with self._lock:
             self._models[model.ticker] = model
+        # Create the ticker's inference histogram at zero now: a forecast is computed once per
+        # cached window, so without a zero sample before it Prometheus' rate() would never see
+        # the first observations (a series that appears with its final count has no increase).
+        INFERENCE_LATENCY.labels(ticker=model.ticker)
         try:
             MODEL_VERSION_LOADED.labels(ticker=model.ticker).set(float(model.version))
         except ValueError:  # a non-numeric version label: the gauge cannot hold it
