@@ -2,11 +2,12 @@
 docs/performance.md).
 
 ``python -m bench.commit_modes [--url URL] [--batches N] [--batch-size K]`` inserts ``N``
-batches of ``K`` horizon-1 rows with the writer's statement (:func:`insert_predictions`) on
-one asyncio connection, first in an explicit transaction (``BEGIN``, ``INSERT``, ``COMMIT``:
-three round trips), then in autocommit mode (the ``INSERT`` alone: one round trip), and
-prints a table of wall time and this process's CPU time per batch. The two modes alternate
-in blocks, so a change of the machine's speed affects both. The rows go into the
+batches of ``K`` horizon-1 rows per mode with the writer's statement
+(:func:`insert_predictions`), each mode on an asyncio connection of its own: in an explicit
+transaction (``BEGIN``, ``INSERT``, ``COMMIT``: three round trips) and in autocommit mode (the
+``INSERT`` alone: one round trip), and prints a table of wall time and this process's CPU time
+per batch. The two modes alternate in blocks of 50 batches, so a change of the machine's speed
+affects both. The rows go into the
 ``prediction_log`` of the bench database and are deleted at the end.
 """
 
