@@ -55,6 +55,17 @@ def test_the_target_needs_both_the_ratio_and_the_p99() -> None:
     assert "**NOT met** (35%, p99 30.00 ms)" in slow
 
 
+def test_every_rounds_p99_is_shown_so_a_tail_outside_the_median_round_is_visible() -> None:
+    """The verdict uses the median round (by requests/s); the p99 of the other rounds,
+    here 31.7 and 17.9 ms around a median round of 29.3 ms, is printed beside it."""
+    table = _table([
+        _round("bare", 9_000), _round("h1", 3_400, p99_ms=29.3),
+        _round("bare", 9_000), _round("h1", 3_500, p99_ms=17.9),
+        _round("bare", 9_000), _round("h1", 3_300, p99_ms=31.7),
+    ])  # fmt: skip
+    assert "| 3,400 | 3,400, 3,500, 3,300 | 5.00 | 29.30 | 29.3, 17.9, 31.7 |" in table
+
+
 def test_a_round_that_lost_rows_fails_the_durability_column() -> None:
     """One round whose rows do not match its dates marks the case NO, summed over rounds."""
     table = _table([_round("h1", 100), _round("h1", 100, durable=False), _round("h1", 100)])
