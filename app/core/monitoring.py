@@ -11,7 +11,13 @@ Custom metrics:
   one forecast (all horizon steps), seconds; observed when a forecast is computed, i.e. once
   per cached lookback window, model version and horizon (the requests that reuse it add no
   observation);
-* ``stockcast_model_version_loaded{ticker}``: the registered-model version served per ticker.
+* ``stockcast_model_version_loaded{ticker}``: the registered-model version served per ticker;
+* ``stockcast_prediction_log_commit_seconds``: wall time of one group commit of
+  ``prediction_log`` rows (the statement, or the transaction, carrying the rows of every
+  request that was waiting), seconds; successful commits only. Every prediction's response
+  waits for one of these, so its tail is part of the API's;
+* ``stockcast_prediction_log_commit_requests``: requests whose rows one group commit carried
+  (``_sum / _count`` is the mean batch).
 
 HTTP metrics (prometheus-fastapi-instrumentator): ``http_requests_total{handler, method,
 status}``, ``http_request_duration_seconds{handler, method}`` with buckets from 1 ms,
@@ -49,6 +55,13 @@ INFERENCE_LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0
 )  # fmt: skip
 
+#: Commit latency buckets, seconds: a WAL flush on a local disk takes about 1-5 ms.
+COMMIT_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0
+)  # fmt: skip
+#: Requests per group commit: 1 when idle, tens under load.
+COMMIT_REQUESTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
 PREDICTIONS_SERVED = Counter(
     "stockcast_predictions",
     "Prediction requests served, by ticker, model version and endpoint (get: stored bars, "
@@ -74,6 +87,18 @@ MODEL_VERSION_LOADED = Gauge(
     # with several workers: the highest version any live worker serves (they poll the same
     # registry, so they agree once each has polled)
     multiprocess_mode="livemax",
+)
+
+PREDICTION_LOG_COMMIT_LATENCY = Histogram(
+    "stockcast_prediction_log_commit_seconds",
+    "Wall time of one group commit of prediction_log rows (every waiting request's rows in "
+    "one statement or transaction), seconds; successful commits only.",
+    buckets=COMMIT_LATENCY_BUCKETS,
+)
+PREDICTION_LOG_COMMIT_REQUESTS = Histogram(
+    "stockcast_prediction_log_commit_requests",
+    "Requests whose prediction_log rows one group commit carried.",
+    buckets=COMMIT_REQUESTS_BUCKETS,
 )
 
 instrumentator = Instrumentator(

@@ -215,7 +215,7 @@ def test_every_dashboard_query_parses_and_returns_data(api: RunningApi, promethe
     )  # fmt: skip
     time.sleep(2.0)
     queries = dashboard_queries()
-    assert len(queries) >= 12
+    assert len(queries) >= 16
     empty = []
     for title, expr in queries:
         result = query(prometheus, expr)
