@@ -116,6 +116,24 @@ def _wait_for_lock_waiter(engine: Engine, timeout: float = 10.0) -> None:
 
 
 # -- the writer on its own -----------------------------------------------------------------
+async def _queue_behind_a_held_commit(
+    engine: Engine,
+    writer: PredictionLogWriter,
+    first: list[dict[str, Any]],
+    rest: list[list[dict[str, Any]]],
+) -> None:
+    """Write ``first`` while the table is locked, so its commit is held; queue each of
+    ``rest`` behind it for 0.3 s; then release the lock and wait (10 s at most) for all."""
+    with _table_locked(engine):
+        held = asyncio.create_task(writer.write(first))
+        await asyncio.to_thread(_wait_for_lock_waiter, engine)
+        queued = [asyncio.create_task(writer.write(rows)) for rows in rest]
+        await asyncio.sleep(0.3)  # all queued behind the held commit
+        assert not held.done()
+    async with asyncio.timeout(10):
+        await asyncio.gather(held, *queued)
+
+
 @pytest.fixture
 def writer_db(fresh_pg_url: str) -> Iterator[tuple[str, Engine, Callable[[], Session]]]:
     """An empty migrated database of this test's own: (url, engine, session factory)."""
@@ -133,14 +151,8 @@ def test_concurrent_writes_are_all_committed_in_fewer_transactions(
     ids = [uuid.uuid4() for _ in range(40)]
 
     async def scenario(writer: PredictionLogWriter) -> None:
-        with _table_locked(engine):
-            first = asyncio.create_task(writer.write([_row(ids[0])]))
-            await asyncio.to_thread(_wait_for_lock_waiter, engine)
-            rest = [asyncio.create_task(writer.write([_row(i, 1), _row(i, 2)])) for i in ids[1:]]
-            await asyncio.sleep(0.3)  # all queued behind the held commit
-            assert not first.done()
-        async with asyncio.timeout(10):
-            await asyncio.gather(first, *rest)
+        rest = [[_row(i, 1), _row(i, 2)] for i in ids[1:]]
+        await _queue_behind_a_held_commit(engine, writer, [_row(ids[0])], rest)
 
     writer = run_with_writer(url, scenario)
     assert [_rows_of(sessions, i) for i in ids] == [1] + [2] * 39
@@ -167,13 +179,8 @@ def test_every_commit_is_timed_and_counted_in_the_metrics(
     }
 
     async def scenario(writer: PredictionLogWriter) -> None:
-        with _table_locked(engine):
-            first = asyncio.create_task(writer.write([_row(ids[0])]))
-            await asyncio.to_thread(_wait_for_lock_waiter, engine)
-            rest = [asyncio.create_task(writer.write([_row(i)])) for i in ids[1:]]
-            await asyncio.sleep(0.3)
-        async with asyncio.timeout(10):
-            await asyncio.gather(first, *rest)
+        rest = [[_row(i)] for i in ids[1:]]
+        await _queue_behind_a_held_commit(engine, writer, [_row(ids[0])], rest)
 
     writer = run_with_writer(url, scenario)
     commits = sample("stockcast_prediction_log_commit_seconds_count") - before["commits"]
