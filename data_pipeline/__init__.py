@@ -1,7 +1,5 @@
 """Data pipeline: collects daily OHLCV bars, validates and cleans them, stores them.
 
-Never imports TensorFlow. Public seams used by the other layers:
-
-* :mod:`data_pipeline.storage.feature_store`: the ``price_bar`` table and its read functions;
-* :mod:`data_pipeline.processing.features`: the model feature set and windowing (numpy only).
+Never imports TensorFlow. It writes the price store (:mod:`common.price_store`, through
+:mod:`data_pipeline.storage.upsert`); the other layers read it through :mod:`common` only.
 """

@@ -108,8 +108,8 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from common import price_store  # noqa: PLC0415
     from data_pipeline.run_pipeline import run_ingest  # noqa: PLC0415 - pandas is slow to import
-    from data_pipeline.storage import feature_store  # noqa: PLC0415
 
     settings = get_settings()
     engine = create_db_engine(settings.database_url)
@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "coverage":
             with session_factory() as session:
-                rows = feature_store.list_tickers(session)
+                rows = price_store.list_tickers(session)
             print(
                 json.dumps(
                     [

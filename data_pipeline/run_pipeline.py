@@ -13,11 +13,12 @@ from typing import Any, Literal
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from common import price_store
 from common.db import DatabaseUnavailableError
 from common.tickers import InvalidTickerError, normalize_ticker
 from data_pipeline.processing.validation import Severity, clean_bars
 from data_pipeline.sources.base import BarSource, SourceError, SourceUnavailableError
-from data_pipeline.storage import feature_store
+from data_pipeline.storage.upsert import upsert_bars
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def ingest_ticker(
     began = time.perf_counter()
     report = TickerReport(ticker=ticker, source=source.name)
     if start is None:
-        last = feature_store.last_bar_date(session, ticker=ticker)
+        last = price_store.last_bar_date(session, ticker=ticker)
         if last is not None:
             start = last - dt.timedelta(days=overlap_days)
     raw = source.fetch(ticker, start=start)
@@ -99,7 +100,7 @@ def ingest_ticker(
     if result.findings:
         tally = Counter(f"{f.rule}({f.severity.value})" for f in result.findings)
         logger.info("%s findings: %s", ticker, ", ".join(f"{k} x{n}" for k, n in tally.items()))
-    upsert = feature_store.upsert_bars(
+    upsert = upsert_bars(
         session,
         ticker=ticker,
         rows=result.bars.to_dict("records"),  # type: ignore[arg-type]

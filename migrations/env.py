@@ -12,7 +12,7 @@ import contextlib
 from alembic import context
 from sqlalchemy import Connection
 
-import data_pipeline.storage.feature_store  # noqa: F401 - registers price_bar
+import common.price_store  # noqa: F401 - registers price_bar
 from common.db import Base, create_db_engine
 from common.settings import LayerSettings
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.features import FloatArray, scale, unscale, window_features
 from common.model_contract import METADATA_ARTIFACT, ONNX_ARTIFACT, ModelMetadata
-from data_pipeline.processing.features import FloatArray, scale, unscale, window_features
 
 
 class OnnxNetwork:

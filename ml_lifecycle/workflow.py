@@ -28,8 +28,8 @@ from common.model_contract import (
     ModelMetadata,
     registered_model_name,
 )
+from common.price_store import Bars, read_bars
 from common.tickers import normalize_ticker
-from data_pipeline.storage.feature_store import Bars, read_bars
 from ml_lifecycle.training.config import TrainConfig, load_config
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
+from common.features import required_columns
 from common.model_contract import ModelMetadata
-from data_pipeline.processing.features import required_columns
 
 #: Columns of the pyfunc's output DataFrame (one row per call).
 OUTPUT_COLUMNS = ("last_bar_date", "last_close", "predicted_log_return", "predicted_close")

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from data_pipeline.processing.features import FEATURE_COLUMNS
+from common.features import FEATURE_COLUMNS
 
 #: The default hyperparameters shipped with the package.
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "default.yaml"
@@ -23,7 +23,7 @@ class TrainConfig(BaseModel):
 
     Attributes:
         lookback: bars per input window (trading days).
-        features: feature names (see :mod:`data_pipeline.processing.features`).
+        features: feature names (see :mod:`common.features`).
         layers: stacked LSTM layers.
         units: units per LSTM layer.
         dropout: dropout rate after each LSTM layer, in ``[0, 1)``.

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.features import FloatArray, make_supervised, scale
 from common.model_contract import ScalerParams
-from data_pipeline.processing.features import FloatArray, make_supervised, scale
-from data_pipeline.storage.feature_store import Bars
+from common.price_store import Bars
 from ml_lifecycle.training.config import TrainConfig
 
 

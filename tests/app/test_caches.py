@@ -21,7 +21,7 @@ from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.service import make_bars_cache
 from app.main import create_app
 from common.db import create_db_engine, make_session_factory
-from data_pipeline.storage.feature_store import upsert_bars
+from data_pipeline.storage.upsert import upsert_bars
 from tests.app.conftest import LOOKBACK, TICKER, Registry, login
 from tests.app.factories import (
     PASSWORD,

@@ -109,7 +109,7 @@ def test_fewer_bars_than_the_lookback_is_404_with_the_counts(
     """5 stored bars for a model with lookback 20: 404 saying how many are stored and needed."""
     import datetime as dt  # noqa: PLC0415
 
-    from data_pipeline.storage.feature_store import upsert_bars  # noqa: PLC0415
+    from data_pipeline.storage.upsert import upsert_bars  # noqa: PLC0415
 
     engine = create_db_engine(fresh_pg_url)
     with make_session_factory(engine)() as session:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import PredictionLog
-from data_pipeline.storage.feature_store import read_last_bars
+from common.price_store import read_last_bars
 from tests.app.conftest import LOOKBACK, TICKER, TICKER_WITHOUT_MODEL, Registry, weekdays_after
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

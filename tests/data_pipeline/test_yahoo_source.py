@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from yfinance.exceptions import YFRateLimitError
 
+from common.price_store import PriceBar
 from data_pipeline.run_pipeline import run_ingest
 from data_pipeline.sources.snapshot import SnapshotSource
 from data_pipeline.sources.yfinance_collector import YFinanceCollector
-from data_pipeline.storage.feature_store import PriceBar
 
 
 def _yahoo_frame(prices_dir: Path, ticker: str, start: str | None = None) -> pd.DataFrame:

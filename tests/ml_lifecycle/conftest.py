@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from common.price_store import Bars, read_bars
 from data_pipeline.run_pipeline import ingest_ticker
 from data_pipeline.sources.snapshot import SnapshotSource
-from data_pipeline.storage.feature_store import Bars, read_bars, upsert_bars
+from data_pipeline.storage.upsert import upsert_bars
 from ml_lifecycle.training.config import TrainConfig, load_config
 
 TICKER = "PETR4.SA"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.storage.feature_store import Bars, read_bars
+from common.price_store import Bars, read_bars
 from ml_lifecycle.training.config import DEFAULT_CONFIG_PATH, ConfigError, TrainConfig, load_config
 from ml_lifecycle.training.data import (
     InsufficientBarsError,

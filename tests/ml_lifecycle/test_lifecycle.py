@@ -25,7 +25,7 @@ from common.model_contract import (
     champion_uri,
     registered_model_name,
 )
-from data_pipeline.storage.feature_store import Bars
+from common.price_store import Bars
 from ml_lifecycle.export.promotion import decide
 from ml_lifecycle.inference import OnnxNetwork, predict_next_closes, scaled_windows
 from ml_lifecycle.training.data import InsufficientBarsError, prepare_data

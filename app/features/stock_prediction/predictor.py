@@ -42,19 +42,19 @@ import onnxruntime as ort
 
 from app.core.exceptions import ModelNotFoundError
 from app.core.monitoring import INFERENCE_LATENCY, MODEL_VERSION_LOADED
+from common.features import (
+    CLOSE_ONLY_FEATURES,
+    required_columns,
+    scale,
+    unscale,
+    window_features,
+)
 from common.model_contract import (
     CHAMPION_ALIAS,
     METADATA_ARTIFACT,
     ONNX_ARTIFACT,
     REGISTERED_MODEL_PREFIX,
     ModelMetadata,
-)
-from data_pipeline.processing.features import (
-    CLOSE_ONLY_FEATURES,
-    required_columns,
-    scale,
-    unscale,
-    window_features,
 )
 
 logger = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from app.features.stock_prediction.schemas import (
     PredictionPoint,
     PredictionResponse,
 )
-from data_pipeline.storage.feature_store import Bars, read_last_bars
+from common.price_store import Bars, read_last_bars
 
 _SATURDAY = 5
 #: Lookback windows kept at most in a worker's bars cache (one per ticker and lookback).

@@ -1,4 +1,4 @@
-"""The price store on the real Postgres (and SQLite): idempotent bulk upsert and reads."""
+"""The pipeline's upsert of the price store on Postgres and SQLite: idempotent and bulk."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from common.db import create_db_engine, make_session_factory
+from common.price_store import PriceBar
 from data_pipeline.config import DEMO_TICKERS
 from data_pipeline.processing.validation import clean_bars
 from data_pipeline.run_pipeline import run_ingest
 from data_pipeline.sources.snapshot import SnapshotSource
-from data_pipeline.storage import feature_store
-from data_pipeline.storage.feature_store import PriceBar
+from data_pipeline.storage.upsert import upsert_bars
 
 
 def _expected_valid_bars(prices_dir: Path) -> dict[str, int]:
@@ -76,10 +76,10 @@ def test_seven_tickers_stored_then_second_run_changes_nothing_sqlite(
 def test_revised_bar_updates_its_row(pg_session: Session) -> None:
     day = dt.date(2023, 1, 2)
     row = {"date": day, "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 100}
-    first = feature_store.upsert_bars(pg_session, ticker="REV", rows=[row], source="snapshot")
+    first = upsert_bars(pg_session, ticker="REV", rows=[row], source="snapshot")
     assert (first.inserted, first.updated) == (1, 0)
     revised = dict(row, close=10.7, volume=120)
-    second = feature_store.upsert_bars(pg_session, ticker="REV", rows=[revised], source="yahoo")
+    second = upsert_bars(pg_session, ticker="REV", rows=[revised], source="yahoo")
     assert (second.inserted, second.updated, second.unchanged) == (0, 1, 0)
     stored = pg_session.get(PriceBar, ("REV", day))
     assert stored is not None
@@ -91,42 +91,13 @@ def test_revised_bar_updates_its_row(pg_session: Session) -> None:
 def test_unchanged_bar_keeps_its_ingested_at(pg_session: Session) -> None:
     day = dt.date(2023, 1, 2)
     row = {"date": day, "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 100}
-    feature_store.upsert_bars(pg_session, ticker="KEEP", rows=[row], source="snapshot")
+    upsert_bars(pg_session, ticker="KEEP", rows=[row], source="snapshot")
     pg_session.execute(
         update(PriceBar)
         .where(PriceBar.ticker == "KEEP")
         .values(ingested_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     )
-    again = feature_store.upsert_bars(pg_session, ticker="KEEP", rows=[row], source="snapshot")
+    again = upsert_bars(pg_session, ticker="KEEP", rows=[row], source="snapshot")
     assert again.unchanged == 1
     stamp = pg_session.scalar(select(PriceBar.ingested_at).where(PriceBar.ticker == "KEEP"))
     assert stamp == dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-
-
-@pytest.mark.postgres
-def test_read_functions_return_chronological_bars(
-    pg_session_factory: Callable[[], Session], prices_dir: Path
-) -> None:
-    run_ingest(
-        session_factory=pg_session_factory,
-        tickers=["PETR4.SA"],
-        source="snapshot",
-        sources={"snapshot": SnapshotSource(prices_dir)},
-    )
-    with pg_session_factory() as session:
-        last = feature_store.read_last_bars(session, ticker="PETR4.SA", n=60)
-        assert len(last) == 60
-        assert list(last.dates) == sorted(last.dates)
-        assert last.dates[-1] == dt.date(2023, 12, 28)
-        assert last.currency == "BRL"
-        window = feature_store.read_bars(
-            session, ticker="PETR4.SA", start=dt.date(2023, 1, 1), end=dt.date(2023, 1, 31)
-        )
-        assert all(dt.date(2023, 1, 1) <= d <= dt.date(2023, 1, 31) for d in window.dates)
-        assert len(window) > 15
-        assert feature_store.last_bar_date(session, ticker="PETR4.SA") == dt.date(2023, 12, 28)
-        assert feature_store.last_bar_date(session, ticker="NOPE") is None
-        coverage = feature_store.list_tickers(session)
-        assert [(c.ticker, c.last_date) for c in coverage] == [("PETR4.SA", dt.date(2023, 12, 28))]
-        frame = last.to_frame()
-        assert list(frame.columns) == ["date", "open", "high", "low", "close", "volume"]

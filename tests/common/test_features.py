@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.processing.features import (
+from common.features import (
     UnknownFeatureError,
     log_returns,
     make_supervised,
