@@ -67,3 +67,17 @@ class PredictionLog(Base):
     latency_ms: Mapped[float] = mapped_column(
         Double, comment="request handling time up to the insert, milliseconds"
     )
+    # Prediction-interval bounds (NULL for rows logged before intervals, or a model without
+    # calibration); other levels of APP_INTERVAL_LEVELS are in the response only.
+    lower_80: Mapped[float | None] = mapped_column(
+        Double, comment="80% prediction interval bound, listing currency"
+    )
+    upper_80: Mapped[float | None] = mapped_column(
+        Double, comment="80% prediction interval bound, listing currency"
+    )
+    lower_95: Mapped[float | None] = mapped_column(
+        Double, comment="95% prediction interval bound, listing currency"
+    )
+    upper_95: Mapped[float | None] = mapped_column(
+        Double, comment="95% prediction interval bound, listing currency"
+    )
