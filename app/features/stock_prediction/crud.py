@@ -75,7 +75,7 @@ async def insert_predictions(connection: AsyncConnection, rows: Sequence[dict[st
     if not rows:
         return
     if connection.dialect.name == "postgresql":
-        arrays = {column.name: [row[column.name] for row in rows] for column in _ROW_COLUMNS}
+        arrays = {column.name: [row.get(column.name) for row in rows] for column in _ROW_COLUMNS}
         await connection.execute(_INSERT_UNNEST, arrays)
     else:
         await connection.execute(_INSERT, list(rows))
