@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
+        "--database",
+        default=BenchEnvironment.database,
+        help="the benchmark's own Postgres database, dropped and re-created "
+        "(another name lets two checkouts run at once)",
+    )
+    parser.add_argument(
         "--cases", nargs="+", choices=["bare", "h1", "h30"], default=["bare", "h1", "h30"]
     )
     parser.add_argument(
@@ -321,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     configure_logging("INFO")
-    bench = BenchEnvironment(port=args.port, workers=args.workers)
+    bench = BenchEnvironment(port=args.port, workers=args.workers, database=args.database)
     if args.app_root is not None:
         bench = dataclasses.replace(bench, app_root=args.app_root.resolve())
     bench.var_dir.mkdir(parents=True, exist_ok=True)

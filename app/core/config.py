@@ -26,6 +26,8 @@ MIN_SECRET_KEY_BYTES = 32
 PLACEHOLDER_SECRETS = frozenset(
     {"change-me", "changeme", "change_me", "changethis", "secret", "secret-key", "your-secret-key"}
 )
+#: The largest ``APP_MAX_HORIZON`` accepted, trading days (about a year).
+HORIZON_LIMIT = 365
 
 
 class InsecureSecretKeyError(ValueError):
@@ -47,7 +49,9 @@ class AppSettings(LayerSettings):
         '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
     )
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
-    max_horizon: int = Field(default=30, ge=1, le=365, description="largest horizon, trading days")
+    max_horizon: int = Field(
+        default=30, ge=1, le=HORIZON_LIMIT, description="largest horizon, trading days"
+    )
     model_poll_seconds: float = Field(
         default=60.0, ge=0, description="registry polling interval for new champions; 0 = off"
     )

@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from common.db import DatabaseUnavailableError
-from common.tickers import InvalidTickerError
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +94,6 @@ def register_handlers(app: FastAPI) -> None:
         assert isinstance(exc, AppError)
         return _app_error_response(exc)
 
-    async def on_invalid_ticker(_request: Request, exc: Exception) -> JSONResponse:
-        return _app_error_response(InvalidRequestError(str(exc)))
-
     async def on_database_down(_request: Request, exc: Exception) -> JSONResponse:
         first_line = str(getattr(exc, "orig", exc)).strip().splitlines()
         logger.error("database unavailable: %s", first_line[0] if first_line else repr(exc))
@@ -106,6 +102,5 @@ def register_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(AppError, on_app_error)
-    app.add_exception_handler(InvalidTickerError, on_invalid_ticker)
     for db_error in (OperationalError, InterfaceError, DatabaseUnavailableError):
         app.add_exception_handler(db_error, on_database_down)

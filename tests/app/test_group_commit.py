@@ -438,7 +438,7 @@ def test_concurrent_predictions_are_all_logged_before_their_200(
     answers before the lock is released, then every one answers 200 and each response's
     prediction_id has exactly ``horizon`` rows, committed in fewer transactions than
     requests."""
-    writer: PredictionLogWriter = client.app.state.log_writer  # type: ignore[attr-defined]
+    writer: PredictionLogWriter = client.app.state.prediction_service.log_writer  # type: ignore[attr-defined]
     commits_before = writer.commits
     horizons = list(range(1, 25))
 
