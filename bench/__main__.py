@@ -198,7 +198,7 @@ def median_round(of_case: Sequence[CaseResult]) -> CaseResult:
 
     Interleaved rounds and the median, rather than one run per case: on a shared 2-core VM
     the same case varies by 10-20% from one minute to the next, and the bare case and the
-    prediction cases would otherwise be measured minutes apart (docs/performance.md).
+    prediction cases would otherwise be measured minutes apart.
     """
     ranked = sorted(of_case, key=lambda c: c.result.rps)
     return ranked[(len(ranked) - 1) // 2]

@@ -12,9 +12,8 @@ with no added wait.
 The writer is an asyncio task on the same event loop as the requests, with one
 :class:`~sqlalchemy.ext.asyncio.AsyncConnection` (psycopg's async connection on Postgres,
 aiosqlite on SQLite): while its ``INSERT`` or ``COMMIT`` waits for the database the loop
-serves other requests, and no second thread competes with the event loop for the GIL. A
-writer *thread* did the same job until round 5 of docs/performance.md: with it a horizon-1
-prediction cost 0.65 ms of worker CPU, without it 0.45-0.52 ms.
+serves other requests, and no second thread competes with the event loop for the GIL
+(decision 11).
 
 Each successful commit is timed in ``stockcast_prediction_log_commit_seconds`` and its size
 counted in ``stockcast_prediction_log_commit_requests`` (:mod:`app.core.monitoring`): every
@@ -23,9 +22,8 @@ prediction's response waits for a commit, so a slow disk shows there first.
 On Postgres a batch is one statement (:func:`crud.insert_predictions`: atomic, and
 idempotent through the unique ``(request_id, horizon_step)``), run on a connection in
 autocommit mode: the statement commits itself, durably (``synchronous_commit``) before its
-result comes back, in one round trip where ``BEGIN``, ``INSERT`` and ``COMMIT`` took three
-and about twice the writer's CPU per batch (docs/performance.md, round 6). On SQLite the
-rows are inserted and committed in a transaction.
+result comes back, in one round trip where ``BEGIN``, ``INSERT`` and ``COMMIT`` take three
+(decision 15). On SQLite the rows are inserted and committed in a transaction.
 
 Failures:
 
