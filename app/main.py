@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -93,6 +94,8 @@ def create_app(
         active = settings or get_settings()
         if configure_process:
             configure_logging(active.log_level)
+            # no MLflow download progress bars in the server's log (an explicit setting wins)
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         engine = create_db_engine(
             active.database_url,
             pool_size=active.db_pool_size,

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import inference, load, prepare, server
-from bench.environment import SNAPSHOT_TICKERS, BenchEnvironment
+from bench.environment import BenchEnvironment
 from bench.profile import ProfileRecorder
 from common.logging_setup import configure_logging
+from common.tickers import SNAPSHOT_TICKERS
 
-logger = logging.getLogger("bench")
+logger = logging.getLogger(__name__)
 
 #: Targets of issue 6 for case 2 (horizon 1).
 TARGET_RATIO, TARGET_P99_MS = 0.35, 25.0

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from app.core.exceptions import InsecureSecretKeyError
 from common.settings import DEFAULT_MLFLOW_TRACKING_URI, LayerSettings
 
 logger = logging.getLogger(__name__)
@@ -26,12 +27,11 @@ MIN_SECRET_KEY_BYTES = 32
 PLACEHOLDER_SECRETS = frozenset(
     {"change-me", "changeme", "change_me", "changethis", "secret", "secret-key", "your-secret-key"}
 )
+#: The environment variable that switches prometheus_client to multiprocess mode; here, not in
+#: app.core.monitoring, so ``serve`` can set it before anything imports prometheus_client.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: The largest ``APP_MAX_HORIZON`` accepted, trading days (about a year).
 HORIZON_LIMIT = 365
-
-
-class InsecureSecretKeyError(ValueError):
-    """The configured secret key is missing (outside development), a placeholder, or too short."""
 
 
 class AppSettings(LayerSettings):

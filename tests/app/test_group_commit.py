@@ -29,7 +29,8 @@ from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
 from app.main import create_app
 from app.models.prediction_log import PredictionLog
-from common.db import DatabaseUnavailableError, create_db_engine, make_session_factory
+from common.db import create_db_engine, make_session_factory
+from common.exceptions import DatabaseUnavailableError
 from tests.app.conftest import TICKER, Registry, ingest, login
 from tests.app.factories import create_user, make_settings
 

@@ -15,7 +15,7 @@ from app.core import security
 from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
 from app.core.database import get_session_factory
-from app.core.exceptions import ForbiddenError, InvalidCredentialsError
+from app.core.exceptions import ForbiddenError, InvalidCredentialsError, TokenError
 from app.features.auth import crud
 
 
@@ -91,7 +91,7 @@ async def authenticate_bearer(request: Request, token: str | None) -> Authentica
     user_cache: UserCache = request.app.state.user_cache
     try:
         username = verified.subject(token)
-    except security.TokenError as exc:
+    except TokenError as exc:
         raise InvalidCredentialsError(str(exc)) from exc
 
     session_factory = get_session_factory(request)

@@ -35,9 +35,10 @@ Failures:
   connect (a 200 is never sent for rows that are not stored);
 * any other database error (a constraint, a bad value, a failing trigger): the batch is
   retried one request per transaction, so only the request whose rows are refused fails
-  (with :class:`common.db.DatabaseUnavailableError`, 503: its prediction could not be logged);
+  (with :class:`~common.exceptions.DatabaseUnavailableError`, 503: its prediction could not
+  be logged);
 * the writer never dies of an exception; a request waiting longer than
-  ``timeout_seconds`` gets :class:`common.db.DatabaseUnavailableError`.
+  ``timeout_seconds`` gets :class:`common.exceptions.DatabaseUnavailableError`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.monitoring import PREDICTION_LOG_COMMIT_LATENCY, PREDICTION_LOG_COMMIT_REQUESTS
 from app.features.stock_prediction import crud
-from common.db import DatabaseUnavailableError
+from common.exceptions import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +184,9 @@ class PredictionLogWriter:
         Raises:
             sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError: the database is
                 unreachable (the app answers 503); nothing of the request is stored.
-            common.db.DatabaseUnavailableError: the database refused these rows (the cause is
-                chained), no commit within ``timeout_seconds``, or the writer is not running;
-                the app answers 503 as well.
+            common.exceptions.DatabaseUnavailableError: the database refused these rows (the
+                cause is chained), no commit within ``timeout_seconds``, or the writer is not
+                running; the app answers 503 as well.
         """
         if not rows:
             return

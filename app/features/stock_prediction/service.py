@@ -48,7 +48,7 @@ _SATURDAY = 5
 BARS_CACHE_MAXSIZE = 1_024
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class LookbackWindow:
     """The last ``lookback`` bars of one ticker, and the forecasts already made from them.
 
