@@ -25,14 +25,14 @@ from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from app.core.config import get_settings
+from app.core.config import MULTIPROC_DIR_ENV, get_settings
 from app.core.listeners import reserve_port, reuse_port_supported
-from common.db import create_db_engine, make_session_factory, redact_url
+from common.db import create_db_engine, first_line, make_session_factory, redact_url
 from common.logging_setup import configure_logging
 from common.settings import LayerSettings
 from common.tickers import normalize_ticker
 
-logger = logging.getLogger("app")
+logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
 DEMO_USERNAME = "demo"
@@ -75,10 +75,6 @@ def _read_password(username: str) -> str:
             raise ValueError("the passwords do not match")
         return first
     return sys.stdin.readline().rstrip("\r\n")
-
-
-#: prometheus_client's multiprocess folder (see app.core.monitoring).
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _fresh_metrics_dir() -> tuple[Path, bool]:
@@ -230,10 +226,9 @@ def _database_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except (OperationalError, InterfaceError) as exc:
-        detail = str(exc.orig).strip().splitlines()
         print(
             f"error: database unavailable at {redact_url(settings.database_url)}: "
-            f"{detail[0] if detail else exc!r}",
+            f"{first_line(exc)}",
             file=sys.stderr,
         )
         return EXIT_DATABASE

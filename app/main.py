@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -25,7 +26,7 @@ from app.features.ops.router import router as ops_router
 from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.router import router as predict_router
-from app.features.stock_prediction.service import make_bars_cache
+from app.features.stock_prediction.service import PredictionService, make_bars_cache
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.logging_setup import configure_logging
 
@@ -50,7 +51,7 @@ def freeze_startup_heap() -> None:
     A worker holds about 300,000 objects after startup (the libraries, the app, the
     models), and every full (generation 2) collection traversed all of them: 180-260 ms
     with the event loop stopped, every few seconds under load, which set the p99 latency
-    (docs/performance.md, round 4). Frozen objects are never traversed again, so a full
+    (the p99 latency). Frozen objects are never traversed again, so a full
     collection only looks at what was allocated since. Frozen objects are still freed by
     reference counting when released; only reference cycles among them (e.g. in a champion
     replaced later) stay until the process ends. See :func:`gc.freeze`.
@@ -70,6 +71,7 @@ def create_app(
     *,
     predictor: Predictor | None = None,
     configure_process: bool = True,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Build the API.
 
@@ -81,6 +83,7 @@ def create_app(
         configure_process: set up the process the app runs in, at startup: logging, and
             :func:`freeze_startup_heap` once the models are loaded. Off in tests, whose one
             process runs many apps.
+        clock: the monotonic clock, seconds, of the per-worker caches' expiry (tests move it).
 
     Returns:
         The FastAPI app; nothing is connected until its lifespan starts.
@@ -91,6 +94,8 @@ def create_app(
         active = settings or get_settings()
         if configure_process:
             configure_logging(active.log_level)
+            # no MLflow download progress bars in the server's log (an explicit setting wins)
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         engine = create_db_engine(
             active.database_url,
             pool_size=active.db_pool_size,
@@ -101,14 +106,19 @@ def create_app(
             if predictor is not None
             else Predictor(tracking_uri=active.mlflow_tracking_uri)
         )
-        app.state.settings = active
-        app.state.session_factory = make_session_factory(engine)
-        app.state.predictor = served
-        app.state.user_cache = make_user_cache(active)
-        app.state.verified_tokens = make_verified_tokens(active)
-        app.state.bars_cache = make_bars_cache(active)
+        session_factory = make_session_factory(engine)
         log_writer = PredictionLogWriter(create_async_db_engine(active.database_url))
-        app.state.log_writer = log_writer
+        app.state.settings = active
+        app.state.session_factory = session_factory
+        app.state.user_cache = make_user_cache(active, timer=clock)
+        app.state.verified_tokens = make_verified_tokens(active)
+        app.state.prediction_service = PredictionService(
+            predictor=served,
+            bars_cache=make_bars_cache(active, timer=clock),
+            log_writer=log_writer,
+            session_factory=session_factory,
+            settings=active,
+        )
         logger.info(
             "starting (%s): database %s, registry %s",
             active.environment,

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import inference, load, prepare, server
-from bench.environment import SNAPSHOT_TICKERS, BenchEnvironment
+from bench.environment import BenchEnvironment
 from bench.profile import ProfileRecorder
 from common.logging_setup import configure_logging
+from common.tickers import SNAPSHOT_TICKERS
 
-logger = logging.getLogger("bench")
+logger = logging.getLogger(__name__)
 
 #: Targets of issue 6 for case 2 (horizon 1).
 TARGET_RATIO, TARGET_P99_MS = 0.35, 25.0
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--database",
+        default=BenchEnvironment.database,
+        help="the benchmark's own Postgres database, dropped and re-created "
+        "(another name lets two checkouts run at once)",
+    )
     parser.add_argument(
         "--cases", nargs="+", choices=["bare", "h1", "h30"], default=["bare", "h1", "h30"]
     )
@@ -192,7 +199,7 @@ def median_round(of_case: Sequence[CaseResult]) -> CaseResult:
 
     Interleaved rounds and the median, rather than one run per case: on a shared 2-core VM
     the same case varies by 10-20% from one minute to the next, and the bare case and the
-    prediction cases would otherwise be measured minutes apart (docs/performance.md).
+    prediction cases would otherwise be measured minutes apart.
     """
     ranked = sorted(of_case, key=lambda c: c.result.rps)
     return ranked[(len(ranked) - 1) // 2]
@@ -321,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     configure_logging("INFO")
-    bench = BenchEnvironment(port=args.port, workers=args.workers)
+    bench = BenchEnvironment(port=args.port, workers=args.workers, database=args.database)
     if args.app_root is not None:
         bench = dataclasses.replace(bench, app_root=args.app_root.resolve())
     bench.var_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,4 @@
-"""Cost of one group-commit batch on Postgres, by how it is committed (round 6 of
-docs/performance.md).
+"""Cost of one group-commit batch on Postgres, by how it is committed (decision 15).
 
 ``python -m bench.commit_modes [--url URL] [--batches N] [--batch-size K]`` inserts ``N``
 batches of ``K`` horizon-1 rows per mode with the writer's statement

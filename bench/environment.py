@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The seven tickers of the shipped snapshot.
-SNAPSHOT_TICKERS = ("PETR4.SA", "VALE3.SA", "BBAS3.SA", "CMIG4.SA", "AAPL", "MSFT", "SPY")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import create_engine, text
 
-from bench.environment import REPO_ROOT, SNAPSHOT_TICKERS, BenchEnvironment
+from bench.environment import REPO_ROOT, BenchEnvironment
+from common.tickers import SNAPSHOT_TICKERS
 
 logger = logging.getLogger(__name__)
 

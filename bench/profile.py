@@ -2,7 +2,7 @@
 
 :class:`ProfileRecorder` runs ``py-spy record --format raw`` (collapsed stacks, frames
 aggregated by function, idle threads left out) against one worker during a measured wrk run;
-:func:`top_frames` turns a recording into the table of docs/performance.md: the share of the
+:func:`top_frames` turns a recording into a table of frames: the share of the
 samples that are in a frame (inclusive) and that end in it (self).
 """
 

@@ -29,8 +29,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class DatabaseUnavailableError(RuntimeError):
-    """The database cannot be reached (down, wrong host, refused credentials)."""
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, for one-line logs and CLI errors.
+
+    A SQLAlchemy ``DBAPIError`` is summarized by the driver's error it wraps (``exc.orig``),
+    without SQLAlchemy's multi-line statement dump; an empty message gives the type's name.
+    """
+    detail = getattr(exc, "orig", None) or exc
+    text = str(detail).strip()
+    return text.splitlines()[0] if text else type(detail).__name__
 
 
 def engine_arguments(url: str, **kwargs: Any) -> dict[str, Any]:

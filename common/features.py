@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from common.exceptions import UnknownFeatureError
+
 FloatArray = npt.NDArray[np.float64]
 
 #: Which OHLCV columns each feature reads.
@@ -35,10 +37,6 @@ FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_FEATURES: tuple[str, ...] = ("rel_log_close",)
 CLOSE_ONLY_FEATURES = frozenset({"rel_log_close"})
-
-
-class UnknownFeatureError(ValueError):
-    """A feature name that :data:`FEATURE_COLUMNS` does not define."""
 
 
 def check_features(features: Sequence[str]) -> None:

@@ -67,7 +67,7 @@ class ModelMetadata(BaseModel):
         ticker: the ticker the model was trained on.
         lookback: bars per input window.
         features: feature names, in column order, as computed by
-            :func:`common.features.compute_features`.
+            :func:`common.features.window_features`.
         target: what the network predicts; ``"log_return"`` means
             ``log(close[t+1] / close[t])`` for the last bar ``t`` of the window.
         feature_scaler: per-feature scaler (length ``n_features``).

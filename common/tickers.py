@@ -6,21 +6,16 @@ import argparse
 import re
 from collections.abc import Sequence
 
+from common.exceptions import InvalidTickerError
+
+#: The seven tickers of the shipped snapshot: the default of every layer's ticker list.
+SNAPSHOT_TICKERS = ("PETR4.SA", "VALE3.SA", "BBAS3.SA", "CMIG4.SA", "AAPL", "MSFT", "SPY")
+
 #: Letters, digits and the punctuation Yahoo uses: ``.`` (exchange suffix, ``PETR4.SA``),
 #: ``-`` (share classes, ``BRK-B``), ``^`` (indices, ``^BVSP``) and ``=`` (FX and futures,
 #: ``BRL=X``, ``CL=F``). At most 20 characters.
 TICKER_PATTERN = r"^[A-Za-z0-9.\-\^=]{1,20}$"
 _TICKER_RE = re.compile(TICKER_PATTERN)
-
-
-class InvalidTickerError(ValueError):
-    """A symbol that is not valid Yahoo Finance syntax."""
-
-    def __init__(self, ticker: str) -> None:
-        self.ticker = ticker
-        super().__init__(
-            f"invalid ticker {ticker!r}: use 1-20 letters, digits or . - ^ = (e.g. PETR4.SA, AAPL)"
-        )
 
 
 def normalize_ticker(ticker: str) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from common.db import DatabaseUnavailableError, create_db_engine, make_session_factory, redact_url
+from common.db import create_db_engine, first_line, make_session_factory, redact_url
+from common.exceptions import DatabaseUnavailableError
 from common.logging_setup import configure_logging
 from common.tickers import add_tickers_option
 from data_pipeline.config import get_settings
@@ -24,7 +25,7 @@ from data_pipeline.sources.base import BarSource
 from data_pipeline.sources.snapshot import SnapshotSource
 from data_pipeline.sources.yfinance_collector import YFinanceCollector
 
-logger = logging.getLogger("data_pipeline")
+logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_TICKER_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
 
@@ -157,10 +158,9 @@ def _run(args: argparse.Namespace) -> int:
             pacing_seconds=settings.yahoo_pacing_seconds,
         )
     except (DatabaseUnavailableError, OperationalError) as exc:
-        detail = exc.orig if isinstance(exc, OperationalError) else exc
-        first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else repr(detail)
         print(
-            f"error: database unavailable at {redact_url(settings.database_url)}: {first_line}",
+            f"error: database unavailable at {redact_url(settings.database_url)}: "
+            f"{first_line(exc)}",
             file=sys.stderr,
         )
         return EXIT_DATABASE

@@ -9,10 +9,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import DEFAULT_VAR_DIR, LayerSettings
+from common.tickers import SNAPSHOT_TICKERS
 from data_pipeline.sources.snapshot import DEFAULT_SNAPSHOT_DIR
-
-#: The seven tickers of the shipped snapshot: the demo and the default ingest list.
-DEMO_TICKERS = ("PETR4.SA", "VALE3.SA", "BBAS3.SA", "CMIG4.SA", "AAPL", "MSFT", "SPY")
 
 
 class PipelineSettings(LayerSettings):
@@ -20,7 +18,7 @@ class PipelineSettings(LayerSettings):
 
     model_config = SettingsConfigDict(env_prefix="PIPELINE_", env_file=".env", extra="ignore")
 
-    tickers: list[str] = Field(default=list(DEMO_TICKERS), description="default ingest list")
+    tickers: list[str] = Field(default=list(SNAPSHOT_TICKERS), description="default ingest list")
     snapshot_dir: Path = DEFAULT_SNAPSHOT_DIR
     yahoo_cache_dir: Path = DEFAULT_VAR_DIR / "yfinance-cache"
     yahoo_max_attempts: int = Field(default=4, ge=1)

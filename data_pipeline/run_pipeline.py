@@ -14,8 +14,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from common import price_store
-from common.db import DatabaseUnavailableError
-from common.tickers import InvalidTickerError, normalize_ticker
+from common.db import first_line
+from common.exceptions import DatabaseUnavailableError, InvalidTickerError
+from common.tickers import normalize_ticker
 from data_pipeline.processing.validation import Severity, clean_bars
 from data_pipeline.sources.base import BarSource, SourceError, SourceUnavailableError
 from data_pipeline.storage.upsert import upsert_bars
@@ -189,7 +190,7 @@ def run_ingest(
                 report = TickerReport(ticker=ticker, source=active, error=str(exc))
             except OperationalError as exc:
                 if _is_connection_error(exc):
-                    raise DatabaseUnavailableError(str(exc.orig).strip().splitlines()[0]) from exc
+                    raise DatabaseUnavailableError(first_line(exc)) from exc
                 report = TickerReport(ticker=ticker, source=active, error=f"database: {exc.orig}")
             break
         reports.append(report)

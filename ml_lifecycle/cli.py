@@ -24,7 +24,7 @@ from common.logging_setup import configure_logging
 from common.tickers import add_tickers_option
 from ml_lifecycle.config import get_settings
 
-logger = logging.getLogger("ml_lifecycle")
+logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_TICKER_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -151,7 +151,8 @@ def _quiet_libraries() -> None:
 
 
 def _train(args: argparse.Namespace, session_factory: Any, tracking_uri: str) -> int:
-    from common.tickers import InvalidTickerError, normalize_ticker  # noqa: PLC0415
+    from common.exceptions import InvalidTickerError  # noqa: PLC0415
+    from common.tickers import normalize_ticker  # noqa: PLC0415
     from ml_lifecycle.training.config import ConfigError, load_config  # noqa: PLC0415
     from ml_lifecycle.training.data import InsufficientBarsError  # noqa: PLC0415
     from ml_lifecycle.workflow import (  # noqa: PLC0415

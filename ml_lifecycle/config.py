@@ -9,9 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import DEFAULT_MLFLOW_TRACKING_URI, DEFAULT_VAR_DIR, LayerSettings
-
-#: The seven tickers of the shipped snapshot: the default training list.
-DEFAULT_TICKERS = ("PETR4.SA", "VALE3.SA", "BBAS3.SA", "CMIG4.SA", "AAPL", "MSFT", "SPY")
+from common.tickers import SNAPSHOT_TICKERS
 
 
 class MLSettings(LayerSettings):
@@ -31,7 +29,7 @@ class MLSettings(LayerSettings):
         description="artifact folder of the experiment on an embedded (sqlite/file) store; "
         "default: 'mlartifacts' beside the SQLite file (var/mlartifacts)",
     )
-    tickers: list[str] = Field(default=list(DEFAULT_TICKERS), description="default train list")
+    tickers: list[str] = Field(default=list(SNAPSHOT_TICKERS), description="default train list")
     config_path: Path | None = Field(
         default=None, description="training config YAML (default: training/configs/default.yaml)"
     )

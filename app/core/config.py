@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from app.core.exceptions import InsecureSecretKeyError
 from common.settings import DEFAULT_MLFLOW_TRACKING_URI, LayerSettings
 
 logger = logging.getLogger(__name__)
@@ -26,10 +27,11 @@ MIN_SECRET_KEY_BYTES = 32
 PLACEHOLDER_SECRETS = frozenset(
     {"change-me", "changeme", "change_me", "changethis", "secret", "secret-key", "your-secret-key"}
 )
-
-
-class InsecureSecretKeyError(ValueError):
-    """The configured secret key is missing (outside development), a placeholder, or too short."""
+#: The environment variable that switches prometheus_client to multiprocess mode; here, not in
+#: app.core.monitoring, so ``serve`` can set it before anything imports prometheus_client.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The largest ``APP_MAX_HORIZON`` accepted, trading days (about a year).
+HORIZON_LIMIT = 365
 
 
 class AppSettings(LayerSettings):
@@ -47,7 +49,9 @@ class AppSettings(LayerSettings):
         '(python -c "import secrets; print(secrets.token_urlsafe(48))")',
     )
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
-    max_horizon: int = Field(default=30, ge=1, le=365, description="largest horizon, trading days")
+    max_horizon: int = Field(
+        default=30, ge=1, le=HORIZON_LIMIT, description="largest horizon, trading days"
+    )
     model_poll_seconds: float = Field(
         default=60.0, ge=0, description="registry polling interval for new champions; 0 = off"
     )

@@ -1,4 +1,5 @@
-"""Domain errors of the API, each mapped once to its HTTP status by :func:`register_handlers`.
+"""The API's errors: the domain errors, each mapped once to its HTTP status by
+:func:`register_handlers`, and the errors of its settings, tokens and user accounts.
 
 Services and dependencies raise these; routers never build error responses themselves.
 """
@@ -11,8 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from common.db import DatabaseUnavailableError
-from common.tickers import InvalidTickerError
+from common.db import first_line
+from common.exceptions import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +78,17 @@ class InvalidRequestError(AppError):
     status_code = 422
 
 
-class DatabaseDownError(AppError):
-    """The database cannot be reached; the request can be retried later."""
+class InsecureSecretKeyError(ValueError):
+    """The configured secret key is missing (outside development), a placeholder, or too short."""
 
-    status_code = 503
-    headers = RETRY_LATER
+
+class TokenError(ValueError):
+    """A token that is malformed, wrongly signed, expired or lacks a claim (a 401 once
+    :mod:`app.features.auth.dependencies` turns it into :class:`InvalidCredentialsError`)."""
+
+
+class InvalidUserError(ValueError):
+    """A username or password that does not meet the rules, or a username already taken."""
 
 
 def _app_error_response(exc: AppError) -> JSONResponse:
@@ -95,17 +102,14 @@ def register_handlers(app: FastAPI) -> None:
         assert isinstance(exc, AppError)
         return _app_error_response(exc)
 
-    async def on_invalid_ticker(_request: Request, exc: Exception) -> JSONResponse:
-        return _app_error_response(InvalidRequestError(str(exc)))
-
-    async def on_database_down(_request: Request, exc: Exception) -> JSONResponse:
-        first_line = str(getattr(exc, "orig", exc)).strip().splitlines()
-        logger.error("database unavailable: %s", first_line[0] if first_line else repr(exc))
-        return _app_error_response(
-            DatabaseDownError("the database is unavailable; retry in a few seconds")
+    async def on_database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        logger.error("database unavailable: %s", first_line(exc))
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry in a few seconds"},
+            status_code=503,
+            headers=RETRY_LATER,
         )
 
     app.add_exception_handler(AppError, on_app_error)
-    app.add_exception_handler(InvalidTickerError, on_invalid_ticker)
     for db_error in (OperationalError, InterfaceError, DatabaseUnavailableError):
-        app.add_exception_handler(db_error, on_database_down)
+        app.add_exception_handler(db_error, on_database_unavailable)

@@ -2,9 +2,9 @@
 
 uvicorn's multi-worker mode binds one socket in its supervisor and every worker accepts on
 that same socket. The worker that wakes first accepts every connection waiting, so a burst
-of keep-alive connections lands mostly on one worker: 32 wrk connections were split 27/5,
-30/2 and 23/9 between two workers (docs/performance.md, round 4). The busy worker then sets
-the latency of most requests while the other has little to do.
+of keep-alive connections lands mostly on one worker (27 of 32 wrk connections on one of two
+workers). The busy worker then sets the latency of most requests while the other has little
+to do.
 
 With ``SO_REUSEPORT`` (Linux 3.9+) each worker listens on a socket of its own, bound to the
 same address, and the kernel assigns every new connection to one of the listening sockets by

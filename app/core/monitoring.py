@@ -41,10 +41,9 @@ from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 
-logger = logging.getLogger(__name__)
+from app.core.config import MULTIPROC_DIR_ENV
 
-#: The environment variable that switches prometheus_client to multiprocess mode.
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+logger = logging.getLogger(__name__)
 
 #: Request latency buckets, seconds: fine enough for millisecond responses.
 HTTP_LATENCY_BUCKETS = (
@@ -64,8 +63,8 @@ COMMIT_REQUESTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 PREDICTIONS_SERVED = Counter(
     "stockcast_predictions",
-    "Prediction requests served, by ticker, model version and endpoint (get: stored bars, "
-    "post: client closes).",
+    "Prediction requests served, by ticker, model version and endpoint (store: GET, from the "
+    "stored bars; client: POST, from the client's closes).",
     ["ticker", "model_version", "endpoint"],
 )
 PREDICTED_POINTS = Counter(

@@ -24,13 +24,11 @@ from cachetools import TLRUCache
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from app.core.exceptions import TokenError
+
 ALGORITHM = "HS256"
 
 _password_hash = PasswordHash((Argon2Hasher(),))
-
-
-class TokenError(ValueError):
-    """A token that is malformed, wrongly signed, expired or lacks a claim."""
 
 
 def hash_password(password: str) -> str:

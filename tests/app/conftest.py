@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.core.config import AppSettings
+from app.features.stock_prediction.dependencies import get_prediction_service
+from app.features.stock_prediction.service import PredictionService
 from app.main import create_app
 from common.db import create_db_engine, make_session_factory
 from tests.app.factories import PASSWORD, SECRET_KEY, create_user, make_settings
@@ -131,6 +134,33 @@ def client(settings: AppSettings, users: dict[str, str]) -> Iterator[TestClient]
     """The app, started (lifespan run: champion loaded), on the session's database."""
     with TestClient(create_app(settings, configure_process=False)) as test_client:
         yield test_client
+
+
+@contextmanager
+def serving(client: TestClient, **parts: Any) -> Iterator[PredictionService]:
+    """The running app with its prediction service's ``parts`` (``predictor``,
+    ``bars_cache`` ...) replaced, through ``app.dependency_overrides``; restored on exit."""
+    app: Any = client.app
+    current: PredictionService = app.state.prediction_service
+    replaced = PredictionService(
+        **{
+            "predictor": current.predictor,
+            "bars_cache": current.bars_cache,
+            "log_writer": current.log_writer,
+            "session_factory": current.session_factory,
+            "settings": current.settings,
+            **parts,
+        }
+    )
+
+    async def override() -> PredictionService:
+        return replaced
+
+    app.dependency_overrides[get_prediction_service] = override
+    try:
+        yield replaced
+    finally:
+        del app.dependency_overrides[get_prediction_service]
 
 
 def login(client: TestClient, username: str, password: str = PASSWORD) -> str:

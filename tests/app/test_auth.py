@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core import security
+from app.core.exceptions import TokenError
 from tests.app.conftest import TICKER
 from tests.app.factories import PASSWORD, SECRET_KEY
 
@@ -200,9 +201,9 @@ def test_a_token_is_verified_once_then_remembered_until_its_exp() -> None:
         # verified again (PyJWT's clock is the real one, so it still passes), not kept
         assert tokens.subject(token) == "ana"
         assert calls == 2 and len(tokens) == 0
-        with pytest.raises(security.TokenError):
+        with pytest.raises(TokenError):
             tokens.subject("not-a-jwt")
-        with pytest.raises(security.TokenError):
+        with pytest.raises(TokenError):
             tokens.subject("not-a-jwt")
         assert calls == 4 and len(tokens) == 0  # refused tokens are checked every time
 

@@ -16,13 +16,12 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from app.core.cache import ExpiringCache
-from app.features.auth.dependencies import make_user_cache
 from app.features.stock_prediction.predictor import Predictor
-from app.features.stock_prediction.service import make_bars_cache
+from app.features.stock_prediction.service import PredictionService, make_bars_cache
 from app.main import create_app
 from common.db import create_db_engine, make_session_factory
 from data_pipeline.storage.upsert import upsert_bars
-from tests.app.conftest import LOOKBACK, TICKER, Registry, login
+from tests.app.conftest import LOOKBACK, TICKER, Registry, login, serving
 from tests.app.factories import (
     PASSWORD,
     create_user,
@@ -44,55 +43,43 @@ class FakeClock:
         return self.now
 
 
-def _use_fake_clock(client: TestClient) -> tuple[FakeClock, tuple[Any, Any]]:
-    """Replace the running app's caches by new ones (TTLs from its settings) on a fake clock."""
-    state = client.app.state  # type: ignore[attr-defined]
-    saved = (state.user_cache, state.bars_cache)
-    clock = FakeClock()
-    state.user_cache = make_user_cache(state.settings, timer=clock)
-    state.bars_cache = make_bars_cache(state.settings, timer=clock)
-    return clock, saved
-
-
 @pytest.fixture
-def clock(client: TestClient) -> Iterator[FakeClock]:
-    """The session app's caches on a fake clock for the test, the real ones restored after."""
-    fake, saved = _use_fake_clock(client)
-    yield fake
-    client.app.state.user_cache, client.app.state.bars_cache = saved  # type: ignore[attr-defined]
-
-
-def test_default_ttls_are_5_and_30_seconds(settings: Any) -> None:
-    """APP_USER_CACHE_SECONDS defaults to 5, APP_BARS_CACHE_SECONDS to 30."""
-    assert settings.user_cache_seconds == 5
-    assert settings.bars_cache_seconds == 30
+def clock(client: TestClient, settings: Any) -> Iterator[FakeClock]:
+    """The session app serving from a bars cache on a fake clock for the test."""
+    fake = FakeClock()
+    with serving(client, bars_cache=make_bars_cache(settings, timer=fake)):
+        yield fake
 
 
 def test_deactivated_user_is_refused_once_the_user_cache_expires(
-    client: TestClient, clock: FakeClock, settings: Any, app_sessions: Callable[[], Session]
+    settings: Any, app_sessions: Callable[[], Session]
 ) -> None:
     """After deactivation the token still works until APP_USER_CACHE_SECONDS have passed
     since the user's row was read, then every protected route answers 401; a new login is
     refused at once (it always reads the row)."""
     with app_sessions() as session:
         create_user(session, "cached-leaver")
-    headers = {"Authorization": f"Bearer {login(client, 'cached-leaver')}"}
-    assert client.get("/auth/me", headers=headers).status_code == 200
-    with app_sessions() as session:
-        deactivate_user(session, "cached-leaver")
+    clock = FakeClock()
+    with TestClient(create_app(settings, configure_process=False, clock=clock)) as client:
+        headers = {"Authorization": f"Bearer {login(client, 'cached-leaver')}"}
+        assert client.get("/auth/me", headers=headers).status_code == 200
+        with app_sessions() as session:
+            deactivate_user(session, "cached-leaver")
 
-    clock.now += settings.user_cache_seconds - 0.5
-    assert client.get("/auth/me", headers=headers).status_code == 200
-    relogin = client.post("/auth/token", data={"username": "cached-leaver", "password": PASSWORD})
-    assert relogin.status_code == 401
+        clock.now += settings.user_cache_seconds - 0.5
+        assert client.get("/auth/me", headers=headers).status_code == 200
+        relogin = client.post(
+            "/auth/token", data={"username": "cached-leaver", "password": PASSWORD}
+        )
+        assert relogin.status_code == 401
 
-    clock.now += 0.5
-    for response in (
-        client.get("/auth/me", headers=headers),
-        client.get(f"/predict/{TICKER}", headers=headers),
-    ):
-        assert response.status_code == 401
-        assert response.headers["WWW-Authenticate"] == "Bearer"
+        clock.now += 0.5
+        for response in (
+            client.get("/auth/me", headers=headers),
+            client.get(f"/predict/{TICKER}", headers=headers),
+        ):
+            assert response.status_code == 401
+            assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
 def _weekdays(start: dt.date, n: int) -> list[dt.date]:
@@ -139,8 +126,9 @@ def test_a_new_bar_is_served_once_the_bars_cache_expires(
     engine.dispose()
     predictor = Predictor(tracking_uri=registry.tracking_uri)
     settings = make_settings(database_url=fresh_pg_url, tracking_uri=registry.tracking_uri)
-    with TestClient(create_app(settings, predictor=predictor, configure_process=False)) as client:
-        clock, _ = _use_fake_clock(client)
+    clock = FakeClock()
+    app = create_app(settings, predictor=predictor, configure_process=False, clock=clock)
+    with TestClient(app) as client:
         headers = {"Authorization": f"Bearer {login(client, 'ana')}"}
         before = client.get(f"/predict/{TICKER}", headers=headers).json()
         assert before["as_of_date"] == days[-2].isoformat()
@@ -163,8 +151,9 @@ def test_a_warm_predict_reads_nothing_and_only_the_writer_inserts(
     """With the user and the window cached, GET /predict checks out no connection of the
     app's engine and runs no statement there; the only statement is the group-commit
     writer's INSERT into prediction_log, on the connection it keeps."""
-    engine: Engine = client.app.state.session_factory.kw["bind"]  # type: ignore[attr-defined]
-    writer_engine: Engine = client.app.state.log_writer.engine.sync_engine  # type: ignore[attr-defined]
+    service: PredictionService = client.app.state.prediction_service  # type: ignore[attr-defined]
+    engine: Engine = service.session_factory.kw["bind"]
+    writer_engine: Engine = service.log_writer.engine.sync_engine
     assert client.get(f"/predict/{TICKER}?horizon=3", headers=user_headers).status_code == 200
     statements: dict[str, list[str]] = {"app": [], "writer": []}
     checkouts: list[object] = []

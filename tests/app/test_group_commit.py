@@ -29,7 +29,8 @@ from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
 from app.main import create_app
 from app.models.prediction_log import PredictionLog
-from common.db import DatabaseUnavailableError, create_db_engine, make_session_factory
+from common.db import create_db_engine, make_session_factory
+from common.exceptions import DatabaseUnavailableError
 from tests.app.conftest import TICKER, Registry, ingest, login
 from tests.app.factories import create_user, make_settings
 
@@ -438,7 +439,7 @@ def test_concurrent_predictions_are_all_logged_before_their_200(
     answers before the lock is released, then every one answers 200 and each response's
     prediction_id has exactly ``horizon`` rows, committed in fewer transactions than
     requests."""
-    writer: PredictionLogWriter = client.app.state.log_writer  # type: ignore[attr-defined]
+    writer: PredictionLogWriter = client.app.state.prediction_service.log_writer  # type: ignore[attr-defined]
     commits_before = writer.commits
     horizons = list(range(1, 25))
 

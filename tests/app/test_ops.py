@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.features.stock_prediction.predictor import Predictor
-from app.main import create_app
-from tests.app.conftest import LOOKBACK, TICKER, Registry
+from app.features.stock_prediction.service import make_bars_cache
+from tests.app.conftest import LOOKBACK, TICKER, Registry, serving
 from tests.app.factories import mean_onnx_model
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -117,20 +117,20 @@ def test_new_champion_is_picked_up_by_polling_and_a_broken_one_keeps_the_old(
 
 
 def test_post_is_refused_for_models_needing_ohlc(
-    settings, users, user_headers: dict[str, str], tmp_path
+    client: TestClient, settings, user_headers: dict[str, str], tmp_path
 ) -> None:
     """A model with OHLC features cannot predict from closes alone: 422 explaining why."""
     predictor = Predictor(tracking_uri=f"sqlite:///{tmp_path / 'empty-registry.db'}")
     predictor.add(
         mean_onnx_model(ticker=TICKER, lookback=5, features=["rel_log_close", "hl_range"])
     )
-    with TestClient(create_app(settings, predictor=predictor, configure_process=False)) as other:
-        response = other.post(
+    with serving(client, predictor=predictor, bars_cache=make_bars_cache(settings)):
+        response = client.post(
             f"/predict/{TICKER}", json={"closes": [30.0] * 5}, headers=user_headers
         )
         assert response.status_code == 422
         assert "need open/high/low" in response.json()["detail"]
-        got = other.get(f"/predict/{TICKER}?horizon=3", headers=user_headers)
+        got = client.get(f"/predict/{TICKER}?horizon=3", headers=user_headers)
         assert got.status_code == 200
         assert got.json()["model"]["features"] == ["rel_log_close", "hl_range"]
 

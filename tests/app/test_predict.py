@@ -111,25 +111,42 @@ def test_max_horizon_is_served(client: TestClient, user_headers: dict[str, str])
     assert all(math.isfinite(p["predicted_close"]) for p in body["predictions"])
 
 
-@pytest.mark.parametrize("horizon", ["0", "31", "-1", "abc", "2.5"])
+@pytest.mark.parametrize("horizon", ["0", "31", "-1", "abc", "2.5", "366"])
 def test_horizon_out_of_range_is_422(
     client: TestClient, user_headers: dict[str, str], horizon: str
 ) -> None:
     """A horizon outside 1..30 (or not an integer) is refused with 422; nothing is logged."""
     response = client.get(f"/predict/{TICKER}?horizon={horizon}", headers=user_headers)
     assert response.status_code == 422
-    if horizon == "31":
+    if horizon == "31":  # within what any deployment may allow, above this one's maximum
         assert "between 1 and 30" in response.json()["detail"]
+    else:
+        assert response.json()["detail"][0]["loc"] == ["query", "horizon"]
 
 
-@pytest.mark.parametrize("ticker", ["PETR4$SA", "bad ticker", "A" * 21, "PETR4.SA;drop"])
+@pytest.mark.parametrize(
+    ("ticker", "why"),
+    [
+        ("PETR4$SA", "invalid ticker"),
+        ("bad ticker", "invalid ticker"),
+        ("A" * 21, "invalid ticker"),
+        ("PETR4.SA;drop", "invalid ticker"),
+        ("A" * 41, "at most 40 characters"),
+    ],
+)
 def test_malformed_ticker_is_422(
-    client: TestClient, user_headers: dict[str, str], ticker: str
+    client: TestClient, user_headers: dict[str, str], ticker: str, why: str
 ) -> None:
-    """A symbol outside Yahoo's syntax is refused with 422 and a message saying why."""
-    response = client.get(f"/predict/{ticker}", headers=user_headers)
-    assert response.status_code == 422
-    assert "ticker" in str(response.json()["detail"]).lower()
+    """A symbol outside Yahoo's syntax is refused with 422: the user sees the path parameter
+    ``ticker`` named and the rule it broke, as for any other malformed parameter."""
+    for response in (
+        client.get(f"/predict/{ticker}", headers=user_headers),
+        client.post(f"/predict/{ticker}", json={"closes": [30.0] * LOOKBACK}, headers=user_headers),
+    ):
+        assert response.status_code == 422
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["path", "ticker"]
+        assert why in error["msg"]
 
 
 @pytest.mark.parametrize("ticker", ["ZZZZ9.SA", TICKER_WITHOUT_MODEL])

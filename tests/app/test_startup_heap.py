@@ -2,7 +2,7 @@
 
 Before this, every full collection of a worker traversed the ~300,000 objects of the
 libraries, the app and the models: 180-260 ms with the event loop stopped, every few seconds
-under load, which set the p99 latency (docs/performance.md, round 4). The test counts
+under load, which set the p99 latency (decision 13). The test counts
 objects rather than timing a collection: a full pass costs in proportion to the objects it
 traverses (``gc.get_objects()``), and the frozen ones are never traversed again.
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.exceptions import UnknownFeatureError
 from common.features import (
-    UnknownFeatureError,
     log_returns,
     make_supervised,
     window_features,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from common.db import create_db_engine, make_session_factory
 from common.price_store import PriceBar
-from data_pipeline.config import DEMO_TICKERS
+from common.tickers import SNAPSHOT_TICKERS
 from data_pipeline.processing.validation import clean_bars
 from data_pipeline.run_pipeline import run_ingest
 from data_pipeline.sources.snapshot import SnapshotSource
@@ -22,7 +22,7 @@ from data_pipeline.storage.upsert import upsert_bars
 def _expected_valid_bars(prices_dir: Path) -> dict[str, int]:
     source = SnapshotSource(prices_dir)
     out = {}
-    for t in DEMO_TICKERS:
+    for t in SNAPSHOT_TICKERS:
         raw = source.fetch(t, start=None)
         out[t] = len(clean_bars(raw.frame, ticker=t).bars)
     return out
@@ -31,7 +31,7 @@ def _expected_valid_bars(prices_dir: Path) -> dict[str, int]:
 def _ingest_all(factory: Callable[[], Session], prices_dir: Path):
     return run_ingest(
         session_factory=factory,
-        tickers=DEMO_TICKERS,
+        tickers=SNAPSHOT_TICKERS,
         source="snapshot",
         sources={"snapshot": SnapshotSource(prices_dir)},
         start=dt.date(1990, 1, 1),  # a full re-read, not incremental
@@ -51,8 +51,8 @@ def _assert_ingest_twice(factory: Callable[[], Session], prices_dir: Path) -> No
 
     second = _ingest_all(factory, prices_dir)
     assert second.ok
-    assert [(t.inserted, t.updated) for t in second.tickers] == [(0, 0)] * len(DEMO_TICKERS)
-    assert [t.unchanged for t in second.tickers] == [expected[t] for t in DEMO_TICKERS]
+    assert [(t.inserted, t.updated) for t in second.tickers] == [(0, 0)] * len(SNAPSHOT_TICKERS)
+    assert [t.unchanged for t in second.tickers] == [expected[t] for t in SNAPSHOT_TICKERS]
 
 
 @pytest.mark.postgres

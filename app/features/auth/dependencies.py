@@ -15,7 +15,7 @@ from app.core import security
 from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
 from app.core.database import get_session_factory
-from app.core.exceptions import ForbiddenError, InvalidCredentialsError
+from app.core.exceptions import ForbiddenError, InvalidCredentialsError, TokenError
 from app.features.auth import crud
 
 
@@ -86,13 +86,12 @@ async def authenticate_bearer(request: Request, token: str | None) -> Authentica
             "not authenticated: send 'Authorization: Bearer <token>' "
             "(get one from POST /auth/token)"
         )
-    # the worker's objects, read from the app's state rather than as dependencies of their
-    # own: resolving dependencies costs more than the lookups (docs/performance.md, round 4)
+    # the worker's caches, built by the lifespan; read here, where they are used
     verified: security.VerifiedTokens = request.app.state.verified_tokens
     user_cache: UserCache = request.app.state.user_cache
     try:
         username = verified.subject(token)
-    except security.TokenError as exc:
+    except TokenError as exc:
         raise InvalidCredentialsError(str(exc)) from exc
 
     session_factory = get_session_factory(request)
@@ -121,9 +120,8 @@ class BearerUser(OAuth2PasswordBearer):
 
     A subclass of FastAPI's scheme, so OpenAPI still documents the password flow and the
     ``/docs`` "Authorize" button works; its ``__call__`` reads the ``Authorization`` header
-    and returns the user (:func:`authenticate_bearer`). One dependency instead of two (the
-    scheme, then a function of its token): FastAPI's per-request resolution of each
-    dependency cost more than the lookups themselves (docs/performance.md, round 5).
+    and returns the user (:func:`authenticate_bearer`): one dependency, where the scheme and
+    a function of its token would be two.
     """
 
     # FastAPI's scheme returns the token; this one returns the user it names

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.core import security
 from app.core.config import AppSettings
-from app.core.exceptions import InvalidCredentialsError
+from app.core.exceptions import InvalidCredentialsError, InvalidUserError
 from app.features.auth import crud
 from app.models.user import User
 from app.schemas.token import Token
@@ -19,10 +19,6 @@ USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
 MIN_PASSWORD_LENGTH = 8
 
 _BAD_LOGIN = "incorrect username or password"
-
-
-class InvalidUserError(ValueError):
-    """A username or password that does not meet the rules, or a username already taken."""
 
 
 def authenticate(*, session: Session, username: str, password: str) -> User:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.core.database import get_session_factory, ping
+from app.core.database import ping
 from app.features.auth.dependencies import AdminUser
-from app.features.stock_prediction.router import PredictorDep
+from app.features.stock_prediction.dependencies import PredictionServiceDep
 from app.features.stock_prediction.schemas import ReloadResult, ServedModelRead
 from app.features.stock_prediction.service import model_metrics
 
@@ -41,16 +41,16 @@ async def health() -> Health:
 
 
 @router.get("/ready", responses={503: {"model": Readiness, "description": "Not ready"}})
-def ready(request: Request, response: Response, predictor: PredictorDep) -> Readiness:
+def ready(response: Response, service: PredictionServiceDep) -> Readiness:
     """Readiness probe: 200 when the database is reachable and a model is loaded, else 503."""
     database: Literal["ok", "unavailable"] = "ok"
     try:
-        with get_session_factory(request)() as session:
+        with service.session_factory() as session:
             ping(session)
     except (OperationalError, InterfaceError) as exc:
         logger.warning("readiness: database unavailable: %s", str(exc.orig).strip()[:200])
         database = "unavailable"
-    loaded = len(predictor)
+    loaded = len(service.predictor)
     status = Readiness(
         ready=database == "ok" and loaded > 0, database=database, models_loaded=loaded
     )
@@ -60,7 +60,7 @@ def ready(request: Request, response: Response, predictor: PredictorDep) -> Read
 
 
 @router.get("/models")
-def list_models(predictor: PredictorDep) -> list[ServedModelRead]:
+def list_models(service: PredictionServiceDep) -> list[ServedModelRead]:
     """The served champion of each ticker, with its version and test-window metrics."""
     return [
         ServedModelRead(
@@ -75,7 +75,7 @@ def list_models(predictor: PredictorDep) -> list[ServedModelRead]:
             loaded_at=m.loaded_at,
             metrics=model_metrics(m),
         )
-        for m in predictor.served()
+        for m in service.predictor.served()
     ]
 
 
@@ -83,11 +83,12 @@ def list_models(predictor: PredictorDep) -> list[ServedModelRead]:
     "/models/reload",
     responses={401: {"description": "Not authenticated"}, 403: {"description": "Not an admin"}},
 )
-def reload_models(_admin: AdminUser, predictor: PredictorDep) -> ReloadResult:
+def reload_models(_admin: AdminUser, service: PredictionServiceDep) -> ReloadResult:
     """Load new champion versions from the registry now (admins only).
 
     A model that fails to load is reported under ``failed`` and its old version keeps serving.
     """
+    predictor = service.predictor
     report = predictor.reload()
     return ReloadResult(
         loaded=report.loaded,

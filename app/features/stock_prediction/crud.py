@@ -55,8 +55,7 @@ async def insert_predictions(connection: AsyncConnection, rows: Sequence[dict[st
 
     On Postgres one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT (request_id,
     horizon_step) DO NOTHING``: a batch of any size is one statement, where an executemany
-    ran one per row (horizon 30: 762 against 623 requests/s in the benchmark,
-    docs/performance.md round 5); being one statement it is atomic, so it may run in
+    runs one per row (decision 15); being one statement it is atomic, so it may run in
     autocommit mode, and being idempotent it may be run again when the connection was lost
     before its outcome was known (rows already stored are skipped, the others inserted).
     Elsewhere (SQLite) an executemany of the plain ``INSERT``, in the caller's transaction.

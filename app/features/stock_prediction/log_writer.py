@@ -12,9 +12,8 @@ with no added wait.
 The writer is an asyncio task on the same event loop as the requests, with one
 :class:`~sqlalchemy.ext.asyncio.AsyncConnection` (psycopg's async connection on Postgres,
 aiosqlite on SQLite): while its ``INSERT`` or ``COMMIT`` waits for the database the loop
-serves other requests, and no second thread competes with the event loop for the GIL. A
-writer *thread* did the same job until round 5 of docs/performance.md: with it a horizon-1
-prediction cost 0.65 ms of worker CPU, without it 0.45-0.52 ms.
+serves other requests, and no second thread competes with the event loop for the GIL
+(decision 11).
 
 Each successful commit is timed in ``stockcast_prediction_log_commit_seconds`` and its size
 counted in ``stockcast_prediction_log_commit_requests`` (:mod:`app.core.monitoring`): every
@@ -23,9 +22,8 @@ prediction's response waits for a commit, so a slow disk shows there first.
 On Postgres a batch is one statement (:func:`crud.insert_predictions`: atomic, and
 idempotent through the unique ``(request_id, horizon_step)``), run on a connection in
 autocommit mode: the statement commits itself, durably (``synchronous_commit``) before its
-result comes back, in one round trip where ``BEGIN``, ``INSERT`` and ``COMMIT`` took three
-and about twice the writer's CPU per batch (docs/performance.md, round 6). On SQLite the
-rows are inserted and committed in a transaction.
+result comes back, in one round trip where ``BEGIN``, ``INSERT`` and ``COMMIT`` take three
+(decision 15). On SQLite the rows are inserted and committed in a transaction.
 
 Failures:
 
@@ -37,9 +35,10 @@ Failures:
   connect (a 200 is never sent for rows that are not stored);
 * any other database error (a constraint, a bad value, a failing trigger): the batch is
   retried one request per transaction, so only the request whose rows are refused fails
-  (with :class:`common.db.DatabaseUnavailableError`, 503: its prediction could not be logged);
+  (with :class:`~common.exceptions.DatabaseUnavailableError`, 503: its prediction could not
+  be logged);
 * the writer never dies of an exception; a request waiting longer than
-  ``timeout_seconds`` gets :class:`common.db.DatabaseUnavailableError`.
+  ``timeout_seconds`` gets :class:`common.exceptions.DatabaseUnavailableError`.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.monitoring import PREDICTION_LOG_COMMIT_LATENCY, PREDICTION_LOG_COMMIT_REQUESTS
 from app.features.stock_prediction import crud
-from common.db import DatabaseUnavailableError
+from common.exceptions import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -185,9 +184,9 @@ class PredictionLogWriter:
         Raises:
             sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError: the database is
                 unreachable (the app answers 503); nothing of the request is stored.
-            common.db.DatabaseUnavailableError: the database refused these rows (the cause is
-                chained), no commit within ``timeout_seconds``, or the writer is not running;
-                the app answers 503 as well.
+            common.exceptions.DatabaseUnavailableError: the database refused these rows (the
+                cause is chained), no commit within ``timeout_seconds``, or the writer is not
+                running; the app answers 503 as well.
         """
         if not rows:
             return

@@ -27,7 +27,6 @@ import datetime as dt
 import functools
 import logging
 import math
-import os
 import tempfile
 import threading
 import time
@@ -94,13 +93,14 @@ class _ForecastConstants:
     inference_latency: Any  # the model's child of ``stockcast_model_inference_seconds``
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class ServedModel:
     """One champion in memory: its registry identity, metadata and ONNX session.
 
-    ``memo`` holds what callers derive from this model once rather than per request (the
-    service keeps the response's model description and metric children there); it lives and
-    dies with the model, so a replaced champion takes its entries with it.
+    The fields are set once, at load; ``memo`` (mutable, hence no ``frozen``) holds what
+    callers derive from this model once rather than per request (the service keeps the
+    response's model description and metric children there); it lives and dies with the
+    model, so a replaced champion takes its entries with it.
     """
 
     ticker: str
@@ -315,8 +315,6 @@ class Predictor:
     def _download(self, name: str, version: str) -> ServedModel:
         from mlflow.artifacts import download_artifacts  # noqa: PLC0415
 
-        # no progress bars in the server's log (an explicit setting wins)
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         label = f"models:/{name}/{version}"
         try:
             # resolved with our own client: a ``models:/`` URI would be resolved against

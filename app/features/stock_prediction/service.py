@@ -48,7 +48,7 @@ _SATURDAY = 5
 BARS_CACHE_MAXSIZE = 1_024
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class LookbackWindow:
     """The last ``lookback`` bars of one ticker, and the forecasts already made from them.
 
@@ -132,19 +132,6 @@ def next_trading_days(as_of: dt.date, count: int) -> tuple[dt.date, ...]:
         if day.weekday() < _SATURDAY:
             days.append(day)
     return tuple(days)
-
-
-def check_horizon(horizon: int, *, max_horizon: int) -> int:
-    """``horizon`` if ``1 <= horizon <= max_horizon``.
-
-    Raises:
-        InvalidRequestError: out of range (422).
-    """
-    if not 1 <= horizon <= max_horizon:
-        raise InvalidRequestError(
-            f"horizon must be between 1 and {max_horizon} trading days, got {horizon}"
-        )
-    return horizon
 
 
 def model_metrics(model: ServedModel) -> ModelMetrics:
@@ -247,103 +234,141 @@ async def _respond(
     )
 
 
-async def predict_from_store(
-    *,
-    session_factory: sessionmaker[Session],
-    bars_cache: BarsCache,
-    log_writer: PredictionLogWriter,
-    predictor: Predictor,
-    ticker: str,
-    horizon: int,
-    user_id: int | None,
-    started: float,
-) -> PredictionResponse:
-    """Forecast ``horizon`` closes from the last ``lookback`` stored bars, log and commit.
+class PredictionService:
+    """The prediction use cases of one running app, with the per-worker objects they use.
+
+    Built once in the app's lifespan and handed to the routes by one dependency
+    (:func:`app.features.stock_prediction.dependencies.get_prediction_service`); tests
+    replace it with ``app.dependency_overrides``.
 
     Args:
-        session_factory: the app's sessions (read the bars on a cache miss).
+        predictor: the served champions.
         bars_cache: the worker's lookback windows (``APP_BARS_CACHE_SECONDS``).
-        log_writer: commits the prediction_log rows (group commit) before this returns.
-        predictor: the served models.
-        ticker: normalized ticker.
-        horizon: trading days to predict (already range-checked).
-        user_id: the requesting user.
-        started: ``time.perf_counter()`` at the start of handling (for ``latency_ms``).
-
-    Raises:
-        ModelNotFoundError: no champion served for the ticker (404).
-        BarsNotFoundError: fewer stored bars than the model's lookback (404).
-        sqlalchemy.exc.OperationalError: the database is unavailable, on a cache miss or at
-            the commit of the rows (503); nothing logged.
+        log_writer: commits the prediction_log rows (group commit) before a use case returns.
+        session_factory: the app's sessions (read the bars on a cache miss).
+        settings: the app's settings (``APP_MAX_HORIZON``).
     """
-    model = predictor.get(ticker)
-    window = await last_bars(session_factory, bars_cache, ticker=ticker, n=model.lookback)
-    bars = window.bars
-    if len(bars) < model.lookback:
-        raise BarsNotFoundError(ticker, found=len(bars), needed=model.lookback)
-    forecast = window.forecast(model, horizon)
-    return await _respond(
-        log_writer=log_writer,
-        model=model,
-        forecast=forecast,
-        as_of_date=bars.dates[-1],
-        last_close=float(bars.close[-1]),
-        currency=bars.currency,
-        user_id=user_id,
-        input_source="store",
-        started=started,
-    )
 
+    __slots__ = ("bars_cache", "log_writer", "predictor", "session_factory", "settings")
 
-async def predict_from_closes(
-    *,
-    log_writer: PredictionLogWriter,
-    predictor: Predictor,
-    ticker: str,
-    closes: Sequence[float],
-    as_of_date: dt.date | None,
-    horizon: int,
-    user_id: int | None,
-    started: float,
-) -> PredictionResponse:
-    """Forecast ``horizon`` closes from client-supplied closes, log and commit.
+    def __init__(
+        self,
+        *,
+        predictor: Predictor,
+        bars_cache: BarsCache,
+        log_writer: PredictionLogWriter,
+        session_factory: sessionmaker[Session],
+        settings: AppSettings,
+    ) -> None:
+        self.predictor = predictor
+        self.bars_cache = bars_cache
+        self.log_writer = log_writer
+        self.session_factory = session_factory
+        self.settings = settings
 
-    Args:
-        closes: exactly ``lookback`` finite, positive closes, oldest first, listing currency.
-        as_of_date: date of the last close (default: today, UTC).
-        (other arguments as in :func:`predict_from_store`)
+    def check_horizon(self, horizon: int) -> int:
+        """``horizon`` if it is at most ``APP_MAX_HORIZON`` (the route already checked ``>= 1``).
 
-    Raises:
-        ModelNotFoundError: no champion served for the ticker (404).
-        InvalidRequestError: the model needs OHLC features, or ``closes`` is not exactly
-            ``lookback`` finite positive values (422, stating the expected length).
-    """
-    model = predictor.get(ticker)
-    if not model.close_only:
-        raise InvalidRequestError(
-            f"the model of {ticker} uses features {list(model.metadata.features)}, which need "
-            "open/high/low as well as closes; POST accepts closes only for close-only models. "
-            f"Use GET /predict/{ticker}, which reads full bars from the price store"
+        Raises:
+            InvalidRequestError: above ``APP_MAX_HORIZON`` (422).
+        """
+        if not 1 <= horizon <= self.settings.max_horizon:
+            raise InvalidRequestError(
+                f"horizon must be between 1 and {self.settings.max_horizon} trading days, "
+                f"got {horizon}"
+            )
+        return horizon
+
+    async def predict_from_store(
+        self, *, ticker: str, horizon: int, user_id: int | None
+    ) -> PredictionResponse:
+        """Forecast ``horizon`` closes from the last ``lookback`` stored bars, log and commit.
+
+        Args:
+            ticker: normalized ticker.
+            horizon: trading days to predict, ``1..APP_MAX_HORIZON``.
+            user_id: the requesting user.
+
+        Raises:
+            InvalidRequestError: ``horizon`` above ``APP_MAX_HORIZON`` (422).
+            ModelNotFoundError: no champion served for the ticker (404).
+            BarsNotFoundError: fewer stored bars than the model's lookback (404).
+            sqlalchemy.exc.OperationalError: the database is unavailable, on a cache miss or
+                at the commit of the rows (503); nothing logged.
+        """
+        started = time.perf_counter()
+        self.check_horizon(horizon)
+        model = self.predictor.get(ticker)
+        window = await last_bars(
+            self.session_factory, self.bars_cache, ticker=ticker, n=model.lookback
         )
-    expected = (
-        f"closes must hold exactly {model.lookback} finite, positive prices "
-        f"(the lookback of {model.name} v{model.version}), oldest first"
-    )
-    if len(closes) != model.lookback:
-        raise InvalidRequestError(f"{expected}; got {len(closes)}")
-    values = np.asarray(closes, dtype=np.float64)
-    bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)]
-    if bad:
-        raise InvalidRequestError(f"{expected}; values at positions {bad[:10]} are not")
-    forecast = model.forecast({"close": values}, horizon)
-    return await _respond(
-        log_writer=log_writer,
-        model=model,
-        forecast=forecast,
-        as_of_date=as_of_date or dt.datetime.now(dt.UTC).date(),
-        last_close=float(values[-1]),
-        currency=None,
-        user_id=user_id,
-        input_source="client",
-        started=started,
-    )
+        bars = window.bars
+        if len(bars) < model.lookback:
+            raise BarsNotFoundError(ticker, found=len(bars), needed=model.lookback)
+        forecast = window.forecast(model, horizon)
+        return await _respond(
+            log_writer=self.log_writer,
+            model=model,
+            forecast=forecast,
+            as_of_date=bars.dates[-1],
+            last_close=float(bars.close[-1]),
+            currency=bars.currency,
+            user_id=user_id,
+            input_source="store",
+            started=started,
+        )
+
+    async def predict_from_closes(
+        self,
+        *,
+        ticker: str,
+        closes: Sequence[float],
+        as_of_date: dt.date | None,
+        horizon: int,
+        user_id: int | None,
+    ) -> PredictionResponse:
+        """Forecast ``horizon`` closes from client-supplied closes, log and commit.
+
+        Args:
+            closes: exactly ``lookback`` finite, positive closes, oldest first, listing
+                currency.
+            as_of_date: date of the last close (default: today, UTC).
+            (other arguments as in :meth:`predict_from_store`)
+
+        Raises:
+            ModelNotFoundError: no champion served for the ticker (404).
+            InvalidRequestError: ``horizon`` above ``APP_MAX_HORIZON``, the model needs OHLC
+                features, or ``closes`` is not exactly ``lookback`` finite positive values
+                (422, stating the expected length).
+        """
+        started = time.perf_counter()
+        self.check_horizon(horizon)
+        model = self.predictor.get(ticker)
+        if not model.close_only:
+            raise InvalidRequestError(
+                f"the model of {ticker} uses features {list(model.metadata.features)}, which "
+                "need open/high/low as well as closes; POST accepts closes only for close-only "
+                f"models. Use GET /predict/{ticker}, which reads full bars from the price store"
+            )
+        expected = (
+            f"closes must hold exactly {model.lookback} finite, positive prices "
+            f"(the lookback of {model.name} v{model.version}), oldest first"
+        )
+        if len(closes) != model.lookback:
+            raise InvalidRequestError(f"{expected}; got {len(closes)}")
+        values = np.asarray(closes, dtype=np.float64)
+        bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise InvalidRequestError(f"{expected}; values at positions {bad[:10]} are not")
+        forecast = model.forecast({"close": values}, horizon)
+        return await _respond(
+            log_writer=self.log_writer,
+            model=model,
+            forecast=forecast,
+            as_of_date=as_of_date or dt.datetime.now(dt.UTC).date(),
+            last_close=float(values[-1]),
+            currency=None,
+            user_id=user_id,
+            input_source="client",
+            started=started,
+        )
