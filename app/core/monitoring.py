@@ -34,12 +34,14 @@ the variable (tests, embedding the app) the metrics stay in the process, as usua
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
 from app.core.config import MULTIPROC_DIR_ENV
 
@@ -100,20 +102,25 @@ PREDICTION_LOG_COMMIT_REQUESTS = Histogram(
     buckets=COMMIT_REQUESTS_BUCKETS,
 )
 
-instrumentator = Instrumentator(
-    should_group_status_codes=False,
-    should_group_untemplated=True,
-    excluded_handlers=["/metrics"],
-)
+@functools.cache
+def _http_metrics() -> Callable[[metrics.Info], None]:
+    """The HTTP metrics (requests, latency by route template), created once per process and
+    shared by every app: a second app creating its own would find the names registered and
+    measure nothing."""
+    instrumentation = metrics.default(
+        latency_highr_buckets=HTTP_LATENCY_BUCKETS, latency_lowr_buckets=HTTP_LATENCY_BUCKETS
+    )
+    assert instrumentation is not None  # the first creation in this process
+    return instrumentation
 
 
 def instrument(app: FastAPI) -> None:
     """Add the HTTP metrics middleware and ``GET /metrics`` to ``app``."""
-    instrumentator.instrument(
-        app,
-        latency_highr_buckets=HTTP_LATENCY_BUCKETS,
-        latency_lowr_buckets=HTTP_LATENCY_BUCKETS,
-    ).expose(app, include_in_schema=True, tags=["ops"])
+    Instrumentator(
+        should_group_status_codes=False,
+        should_group_untemplated=True,
+        excluded_handlers=["/metrics"],
+    ).add(_http_metrics()).instrument(app).expose(app, include_in_schema=True, tags=["ops"])
 
 
 def mark_worker_exited() -> None:
