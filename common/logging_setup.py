@@ -15,5 +15,5 @@ def configure_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("yfinance", "urllib3", "peewee", "alembic.runtime.migration", "apscheduler"):
+    for noisy in ("yfinance", "urllib3", "peewee", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

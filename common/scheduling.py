@@ -4,135 +4,93 @@ One image serves three ways of running it:
 
 * long-running (``docker compose up``): ``run_on_schedule(job, cron="0 22 * * 1-5",
   once=False, name="ingest")`` blocks, runs ``job`` at every fire time of the cron
-  expression and logs each run; SIGTERM or SIGINT stops it cleanly (exit status 0);
+  expression and logs each run; SIGTERM or SIGINT stops it cleanly (exit status 0), after
+  the run in progress;
 * one-shot (``docker compose run --rm``, a host crontab, a Kubernetes CronJob):
   ``once=True`` runs ``job`` immediately and returns its exit status;
-* the scheduler is APScheduler 3.x (``BackgroundScheduler``, the calling thread waits for a
-  stop request): a run still going when the next fire time comes is not started twice, and
-  fire times missed while the process was busy are coalesced into one run.
+* runs never overlap: a run still going at the next fire time is followed by one run right
+  after it (the fire times it missed are coalesced), unless it overran by more than
+  :data:`MISFIRE_GRACE_SECONDS`, in which case the schedule resumes at the next fire time.
 
-Cron expressions are standard crontab: five fields, ``minute hour day-of-month month
-day-of-week``, with day-of-week ``0``-``7`` where 0 and 7 are Sunday, as in ``crontab(5)``.
-APScheduler 3.x numbers weekdays from Monday = 0 (its issue #286), so
-:func:`cron_trigger` rewrites the day-of-week field into weekday names before building
-the trigger: ``1-5`` means Monday to Friday here, exactly as in a crontab. One difference
-remains: when both day-of-month and day-of-week are restricted, a fire time must match both
-(crontab fires when either matches); keep one of the two at ``*``.
-
-Fire times are in the process's local time zone (the ``TZ`` environment variable; UTC in
-the project's containers unless ``TZ`` is set).
+Cron expressions are standard crontab, evaluated by cronsim: five fields, ``minute hour
+day-of-month month day-of-week``, day-of-week ``0``-``7`` (0 and 7 are Sunday) or names, and
+when both day-of-month and day-of-week are restricted a day matching either fires, exactly
+as in ``crontab(5)``. Fire times are in the process's local time zone (``TZ``; UTC in the
+project's containers unless ``TZ`` is set), daylight-saving changes included.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
+import zoneinfo
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+from cronsim import CronSim, CronSimError
 
 logger = logging.getLogger(__name__)
 
-#: Weekday names in crontab order: index 0 (and 7) is Sunday.
-_CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _CRON_FIELDS = "minute hour day-of-month month day-of-week"
 #: A run whose fire time was missed by less than this still runs (seconds).
 MISFIRE_GRACE_SECONDS = 3600
+#: How often the waiting loop looks at the clock and for a stop request (seconds).
+_POLL_SECONDS = 0.2
 
 
-def _weekday_number(token: str, expr: str) -> int:
-    """``"5"`` or ``"fri"`` -> 5 (crontab numbering, 0 and 7 are Sunday)."""
-    lowered = token.strip().lower()
-    if lowered in _CRON_WEEKDAYS:
-        return _CRON_WEEKDAYS.index(lowered)
-    if lowered.isdigit() and 0 <= int(lowered) <= 7:
-        return int(lowered)
-    raise ValueError(
-        f"invalid cron expression {expr!r}: day-of-week {token!r} is not 0-7 or sun..sat"
-    )
+def local_timezone() -> dt.tzinfo:
+    """The process's time zone: ``TZ`` as an IANA name if set and known, else the system's."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    local = dt.datetime.now().astimezone().tzinfo
+    assert local is not None  # astimezone() always sets one
+    return local
 
 
-def _crontab_weekdays(field: str, expr: str) -> str:
-    """Rewrite a crontab day-of-week field into APScheduler weekday names.
-
-    Supports ``*``, single days, ranges (``1-5``, ``mon-fri``, ``5-7``), steps
-    (``*/2``, ``1-5/2``) and comma lists, with crontab numbering (0 and 7 are Sunday).
-
-    Returns:
-        ``"*"`` when every day is selected, else a comma list such as ``"mon,tue,wed"``.
-
-    Raises:
-        ValueError: a part of the field is not crontab syntax.
-    """
-    days: set[int] = set()
-    for part in field.split(","):
-        base, _, step_text = part.partition("/")
-        step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise ValueError(
-                    f"invalid cron expression {expr!r}: day-of-week step {step_text!r} "
-                    "is not a positive number"
-                )
-            step = int(step_text)
-        if base == "*":
-            first, last = 0, 6
-        elif "-" in base:
-            start_text, _, end_text = base.partition("-")
-            first, last = _weekday_number(start_text, expr), _weekday_number(end_text, expr)
-            if last < first:
-                raise ValueError(
-                    f"invalid cron expression {expr!r}: day-of-week range {base!r} runs backwards"
-                )
-        else:
-            first = _weekday_number(base, expr)
-            last = 7 if step_text else first  # crontab: "N/step" means "N-7/step"
-        days.update(day % 7 for day in range(first, last + 1, step))
-    if len(days) == 7:
-        return "*"
-    return ",".join(_CRON_WEEKDAYS[day] for day in sorted(days))
-
-
-def cron_trigger(cron: str, *, timezone: dt.tzinfo | str | None = None) -> CronTrigger:
-    """Build an APScheduler trigger from a standard five-field crontab expression.
+def check_cron(cron: str) -> str:
+    """``cron`` if it is a valid five-field crontab expression.
 
     Args:
         cron: ``minute hour day-of-month month day-of-week``, e.g. ``"0 22 * * 1-5"``
-            (weekdays at 22:00) or ``"0 3 * * 6"`` (Saturdays at 03:00). Day-of-week uses
-            crontab numbering (0 and 7 are Sunday) or names (``mon-fri``).
-        timezone: time zone of the fire times; default: the local one (``TZ``).
-
-    Returns:
-        A :class:`~apscheduler.triggers.cron.CronTrigger` whose fire times match ``crontab(5)``.
+            (weekdays at 22:00) or ``"0 3 * * 6"`` (Saturdays at 03:00).
 
     Raises:
-        ValueError: the expression is not five valid crontab fields; the message quotes it.
+        ValueError: not five valid crontab fields; the message quotes the expression and
+            names the field at fault.
     """
-    fields = cron.split()
-    if len(fields) != 5:
+    next_fire_time(cron, now=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    return cron
+
+
+def next_fire_time(cron: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """The first fire time of ``cron`` strictly after ``now``, in ``now``'s time zone.
+
+    Args:
+        cron: a crontab expression (see :func:`check_cron`).
+        now: an aware datetime; default: the current time in :func:`local_timezone`.
+
+    Raises:
+        ValueError: ``cron`` is not a valid crontab expression.
+    """
+    moment = now if now is not None else dt.datetime.now(local_timezone())
+    if len(cron.split()) != 5:
         raise ValueError(
             f"invalid cron expression {cron!r}: expected 5 fields ({_CRON_FIELDS}), "
-            f"got {len(fields)}; example: '0 22 * * 1-5' (weekdays at 22:00)"
+            f"got {len(cron.split())}; example: '0 22 * * 1-5' (weekdays at 22:00)"
         )
-    fields[4] = _crontab_weekdays(fields[4], cron)
     try:
-        return CronTrigger.from_crontab(" ".join(fields), timezone=timezone)
-    except ValueError as exc:
+        return next(CronSim(cron, moment))
+    except CronSimError as exc:
         raise ValueError(f"invalid cron expression {cron!r}: {exc}") from exc
-
-
-def next_fire_time(trigger: CronTrigger, *, now: dt.datetime | None = None) -> dt.datetime | None:
-    """The first fire time of ``trigger`` after ``now`` (default: the current time)."""
-    moment = now if now is not None else dt.datetime.now(dt.UTC)
-    fire: dt.datetime | None = trigger.get_next_fire_time(None, moment)
-    return fire
 
 
 def run_job_logged(job: Callable[[], int], *, name: str) -> int:
@@ -144,7 +102,7 @@ def run_job_logged(job: Callable[[], int], *, name: str) -> int:
 
     Returns:
         The job's exit status; 1 when it raised (the traceback is logged, not re-raised,
-        so a scheduler keeps going and a one-shot run exits non-zero).
+        so a schedule keeps going and a one-shot run exits non-zero).
     """
     logger.info("%s: run started", name)
     began = time.perf_counter()
@@ -160,78 +118,82 @@ def run_job_logged(job: Callable[[], int], *, name: str) -> int:
     return status
 
 
-def run_on_schedule(job: Callable[[], int], *, cron: str, once: bool, name: str) -> int:
+def run_on_schedule(
+    job: Callable[[], int],
+    *,
+    cron: str,
+    once: bool,
+    name: str,
+    stop: threading.Event | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> int:
     """Run ``job`` now (``once=True``) or at every fire time of ``cron`` until stopped.
 
     Args:
         job: the work; returns a process exit status (0 = success).
-        cron: standard crontab expression (see :func:`cron_trigger`); ignored when ``once``.
+        cron: standard crontab expression (see :func:`check_cron`); ignored when ``once``.
         once: run immediately, a single time, and return its exit status.
         name: label of the job in the log lines.
+        stop: set by another thread to stop the schedule (as SIGTERM does).
+        clock: the current aware time (default: now in :func:`local_timezone`).
 
     Returns:
         With ``once``: the job's exit status. Otherwise 0 once SIGTERM or SIGINT (main
-        thread only) or a ``shutdown()`` of the scheduler from elsewhere stopped it; a run in
-        progress is finished first. Failed runs are logged and do not stop the schedule.
+        thread only) or ``stop`` stopped it; a run in progress is finished first. Failed runs
+        are logged and do not stop the schedule.
 
     Raises:
         ValueError: ``cron`` is not a valid crontab expression (checked before anything runs).
     """
     if once:
         return run_job_logged(job, name=name)
-    trigger = cron_trigger(cron)
-    scheduler = BackgroundScheduler(
-        job_defaults={
-            "coalesce": True,
-            "max_instances": 1,
-            "misfire_grace_time": MISFIRE_GRACE_SECONDS,
-        }
-    )
-
-    def scheduled_run() -> None:
-        run_job_logged(job, name=name)
-        logger.info("%s: next run at %s", name, _format(next_fire_time(trigger)))
-
-    scheduler.add_job(scheduled_run, trigger, id=name, name=name)
-    shut_down = threading.Event()
-    scheduler.add_listener(lambda _event: shut_down.set(), EVENT_SCHEDULER_SHUTDOWN)
+    check_cron(cron)
+    now = clock or (lambda: dt.datetime.now(local_timezone()))
+    stop = stop or threading.Event()
     signals = _StopSignals()
+
+    def stopping() -> bool:
+        return stop.is_set() or signals.received is not None
+
     try:
-        logger.info(
-            "%s: scheduled with cron %r; next run at %s",
-            name,
-            cron,
-            _format(next_fire_time(trigger)),
-        )
-        scheduler.start()
-        while signals.received is None and not shut_down.wait(_STOP_POLL_SECONDS):
-            pass
+        fire = next_fire_time(cron, now=now())
+        logger.info("%s: scheduled with cron %r; next run at %s", name, cron, fire.isoformat())
+        while not stopping():
+            remaining = (fire - now()).total_seconds()
+            if remaining > 0:
+                time.sleep(min(remaining, _POLL_SECONDS))
+                continue
+            run_job_logged(job, name=name)
+            fire = _next_run(cron, after=fire, now=now())
+            logger.info("%s: next run at %s", name, fire.isoformat())
         if signals.received is not None:
             logger.info("%s: received %s, stopping", name, signals.received.name)
     finally:
         signals.restore()  # a second SIGTERM/SIGINT now acts as usual
-        if scheduler.running:
-            scheduler.shutdown(wait=True)  # a run in progress is finished first
     logger.info("%s: scheduler stopped", name)
     return 0
 
 
-def _format(moment: dt.datetime | None) -> str:
-    return moment.isoformat() if moment is not None else "never"
-
-
-#: How often the waiting thread looks for a stop request (seconds).
-_STOP_POLL_SECONDS = 0.2
+def _next_run(cron: str, *, after: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """When to run next, the run due at ``after`` having ended at ``now``: the next fire time,
+    or, when fire times passed during the run, the latest of them (due at once: one run for
+    all), unless even that one is more than :data:`MISFIRE_GRACE_SECONDS` old."""
+    upcoming = next_fire_time(cron, now=after)
+    latest_missed: dt.datetime | None = None
+    while upcoming <= now:
+        latest_missed, upcoming = upcoming, next_fire_time(cron, now=upcoming)
+    if latest_missed is not None and (now - latest_missed).total_seconds() <= MISFIRE_GRACE_SECONDS:
+        return latest_missed
+    return upcoming
 
 
 class _StopSignals:
     """Record the first SIGTERM/SIGINT of the main thread; nothing else happens in the handler.
 
     The handler only stores the signal: it raises nothing and takes no lock, so it is safe
-    wherever it interrupts the main thread (an exception raised from a handler could land
-    inside APScheduler's start-up while it held a lock, and the process hung on SIGTERM).
-    The waiting loop of :func:`run_on_schedule` sees it within ``_STOP_POLL_SECONDS``.
-    Outside the main thread, where Python cannot install handlers, nothing is installed.
+    wherever it interrupts the main thread; the loop of :func:`run_on_schedule` sees it
+    within ``_POLL_SECONDS``, or once the run in progress ends. Outside the main thread,
+    where Python cannot install handlers, nothing is installed.
     """
 
     def __init__(self) -> None:

@@ -102,6 +102,7 @@ PREDICTION_LOG_COMMIT_REQUESTS = Histogram(
     buckets=COMMIT_REQUESTS_BUCKETS,
 )
 
+
 @functools.cache
 def _http_metrics() -> Callable[[metrics.Info], None]:
     """The HTTP metrics (requests, latency by route template), created once per process and

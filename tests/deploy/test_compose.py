@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.scheduling import cron_trigger
+from common.scheduling import check_cron
 from tests.conftest import REPO_ROOT
 from tests.deploy.conftest import COMPOSE_FILE, DEPLOY_DIR, ENV_EXAMPLE, render_compose, run_compose
 
@@ -169,7 +169,7 @@ def test_schedules_come_from_the_environment_with_documented_defaults(
     assert services["data-pipeline"]["environment"]["PIPELINE_SCHEDULE_CRON"] == "0 22 * * 1-5"
     assert services["ml-lifecycle"]["environment"]["ML_SCHEDULE_CRON"] == "0 3 * * 6"
     for cron in ("0 22 * * 1-5", "0 3 * * 6"):
-        cron_trigger(cron)  # valid for the scheduler in the images
+        check_cron(cron)  # valid for the scheduler in the images
 
     env_file = tmp_path / ".env"
     env_file.write_text(
