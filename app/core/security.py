@@ -56,8 +56,14 @@ def create_access_token(
     return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
 
 
-def decode_access_token(token: str, *, secret_key: str) -> tuple[str, float]:
+def decode_access_token(
+    token: str, *, secret_key: str, now: float | None = None
+) -> tuple[str, float]:
     """``(sub, exp)`` of a valid token: the username, and the expiry in seconds since the epoch.
+
+    PyJWT checks the signature, the algorithm and the claims; the expiry is checked here
+    against ``now`` (seconds since the epoch, default the current time), as PyJWT would
+    (expired when ``exp <= now``, no leeway), so that a caller's clock decides.
 
     Raises:
         TokenError: the token is malformed, not HS256 (including ``alg=none``), signed with
@@ -65,16 +71,21 @@ def decode_access_token(token: str, *, secret_key: str) -> tuple[str, float]:
     """
     try:
         claims = jwt.decode(
-            token, secret_key, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+            token,
+            secret_key,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "sub"], "verify_exp": False},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenError("the token has expired; log in again") from exc
     except jwt.InvalidTokenError as exc:
         raise TokenError("the token is invalid") from exc
-    subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject:
+    subject, expiry = claims.get("sub"), claims.get("exp")
+    if not (isinstance(subject, str) and subject and isinstance(expiry, int | float)) or isinstance(
+        expiry, bool
+    ):
         raise TokenError("the token is invalid")
-    return subject, float(claims["exp"])
+    if expiry <= (time.time() if now is None else now):
+        raise TokenError("the token has expired; log in again")
+    return subject, float(expiry)
 
 
 class VerifiedTokens:
@@ -100,6 +111,7 @@ class VerifiedTokens:
         self, *, secret_key: str, maxsize: int, timer: Callable[[], float] = time.time
     ) -> None:
         self._secret_key = secret_key
+        self._timer = timer
         self._subjects: TLRUCache[str, tuple[str, float]] = TLRUCache(
             maxsize=maxsize, ttu=lambda _token, entry, _now: entry[1], timer=timer
         )
@@ -112,7 +124,7 @@ class VerifiedTokens:
         """
         entry = self._subjects.get(token)
         if entry is None:
-            entry = decode_access_token(token, secret_key=self._secret_key)
+            entry = decode_access_token(token, secret_key=self._secret_key, now=self._timer())
             self._subjects[token] = entry
         return entry[0]
 

@@ -146,6 +146,11 @@ class PredictionLogWriter:
         self.requests_committed = 0
 
     @property
+    def queued(self) -> int:
+        """Requests waiting for a transaction to take their rows."""
+        return len(self._queue)
+
+    @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
         return self._task is not None and not self._stopping and not self._task.done()

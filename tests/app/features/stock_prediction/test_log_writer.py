@@ -117,19 +117,30 @@ def _wait_for_lock_waiter(engine: Engine, timeout: float = 10.0) -> None:
 
 
 # -- the writer on its own -----------------------------------------------------------------
+async def _until_queued(writer: PredictionLogWriter, requests: int) -> None:
+    """Return once ``requests`` requests wait in the writer's queue (10 s at most)."""
+    async with asyncio.timeout(10):
+        while writer.queued < requests:
+            await asyncio.sleep(0)
+
+
 async def _queue_behind_a_held_commit(
     engine: Engine,
     writer: PredictionLogWriter,
     first: list[dict[str, Any]],
     rest: list[list[dict[str, Any]]],
+    *,
+    hold_seconds: float = 0.0,
 ) -> None:
     """Write ``first`` while the table is locked, so its commit is held; queue each of
-    ``rest`` behind it for 0.3 s; then release the lock and wait (10 s at most) for all."""
+    ``rest`` behind it; keep the lock ``hold_seconds`` more (a slow commit); then release it
+    and wait (10 s at most) for all."""
     with _table_locked(engine):
         held = asyncio.create_task(writer.write(first))
         await asyncio.to_thread(_wait_for_lock_waiter, engine)
         queued = [asyncio.create_task(writer.write(rows)) for rows in rest]
-        await asyncio.sleep(0.3)  # all queued behind the held commit
+        await _until_queued(writer, len(rest))  # all queued behind the held commit
+        await asyncio.sleep(hold_seconds)
         assert not held.done()
     async with asyncio.timeout(10):
         await asyncio.gather(held, *queued)
@@ -181,7 +192,7 @@ def test_every_commit_is_timed_and_counted_in_the_metrics(
 
     async def scenario(writer: PredictionLogWriter) -> None:
         rest = [[_row(i)] for i in ids[1:]]
-        await _queue_behind_a_held_commit(engine, writer, [_row(ids[0])], rest)
+        await _queue_behind_a_held_commit(engine, writer, [_row(ids[0])], rest, hold_seconds=0.3)
 
     writer = run_with_writer(url, scenario)
     commits = sample("stockcast_prediction_log_commit_seconds_count") - before["commits"]
@@ -235,7 +246,7 @@ def test_a_batch_never_exceeds_max_batch_rows(
             first = asyncio.create_task(writer.write([_row(uuid.uuid4())]))
             await asyncio.to_thread(_wait_for_lock_waiter, engine)
             rest = [asyncio.create_task(writer.write([_row(i, s) for s in (1, 2, 3)])) for i in ids]
-            await asyncio.sleep(0.2)
+            await _until_queued(writer, len(rest))
         async with asyncio.timeout(10):
             await asyncio.gather(first, *rest)
 
@@ -262,7 +273,7 @@ def test_a_refused_request_fails_alone_and_leaves_no_rows(
             refused = asyncio.create_task(
                 writer.write([_row(bad, 1), _row(bad, 2, ticker="X" * 200)])
             )
-            await asyncio.sleep(0.3)
+            await _until_queued(writer, len(requests) + 1)
         async with asyncio.timeout(10):
             await asyncio.gather(holder, *requests)
             with pytest.raises(DatabaseUnavailableError, match="could not be committed"):
