@@ -5,17 +5,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= pipeline,ml,api,dev
 STAMP := $(VENV)/.installed
+# Every dependency of every extra, pinned: `make install` and the three images install from it.
+LOCK := requirements.lock
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run ingest test lint format clean tools evaluate bench
+.PHONY: install lock run ingest test lint format clean tools evaluate bench images stack-test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
 	@touch $@
 
 install: $(STAMP)
+
+## lock: re-resolve requirements.lock after editing the dependencies in pyproject.toml
+##       (keeps every pin it can; `make lock LOCK_ARGS=--upgrade` takes the newest releases)
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet -c $(LOCK) uv
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+		--custom-compile-command 'make lock' $(LOCK_ARGS) --quiet -o $(LOCK)
 
 ## run: the demo on the embedded default (SQLite + MLflow under ./var), offline-capable:
 ##      migrate, ingest, train missing champions, create user demo, serve on 127.0.0.1:8000
@@ -56,6 +66,29 @@ bench: $(STAMP)
 ## test: lint, type-check, then the whole suite (Postgres tests need 127.0.0.1:5432)
 test: lint tools
 	$(BIN)/python -m pytest
+
+## images: build the three images (stockcast-api, -data-pipeline, -ml-lifecycle:$(IMAGE_TAG)) on
+##         PYTHON_IMAGE (default: the official slim image), with host networking, and list them
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+IMAGE_TAG ?= latest
+IMAGES := api=Dockerfile data-pipeline=Dockerfile.data_pipeline ml-lifecycle=Dockerfile.ml_lifecycle
+images:
+	@for spec in $(IMAGES); do \
+		name=stockcast-$${spec%%=*}:$(IMAGE_TAG); file=$${spec#*=}; \
+		echo "building $$name from $$file on $(PYTHON_IMAGE)"; began=$$(date +%s); \
+		docker build --quiet --network host --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+			-f $$file -t $$name . >/dev/null || exit 1; \
+		echo "built $$name in $$(( $$(date +%s) - began )) s"; \
+	done
+	@docker image ls --filter 'reference=stockcast-*:$(IMAGE_TAG)' \
+		--format 'table {{.Repository}}:{{.Tag}}\t{{.Size}}'
+
+## stack-test: run the images for real against the local Postgres (tests/stack/README.md):
+##             migrations, ingest, MLflow server, training, the API, the scheduled jobs, and
+##             `docker compose up` of the stack. Needs a Docker engine; not part of `make test`.
+stack-test: $(STAMP) images
+	STOCKCAST_STACK_TEST=1 STOCKCAST_IMAGE_TAG=$(IMAGE_TAG) PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		$(BIN)/python -m pytest tests/stack -v -s -p no:cacheprovider
 
 ## tools: system tools the tests use that PyPI does not ship (Prometheus, from Debian)
 tools:

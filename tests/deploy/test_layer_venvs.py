@@ -65,21 +65,23 @@ def make_venv(folder: Path, extra: str) -> Path:
     """A new virtualenv with the project and ``extra``, installed as the Dockerfiles do it.
 
     The two steps of the images' build stage: the dependencies from ``pyproject.toml`` alone
-    (empty package folders), then the whole build context with ``--no-deps``.
+    (empty package folders) at the versions of ``requirements.lock``, then the whole build
+    context with ``--no-deps``.
 
     Returns:
         The virtualenv's python.
     """
     deps = folder / "deps"
     deps.mkdir()
-    shutil.copy2(REPO_ROOT / "pyproject.toml", deps / "pyproject.toml")
+    for name in ("pyproject.toml", "requirements.lock"):
+        shutil.copy2(REPO_ROOT / name, deps / name)
     for package in ("common", "data_pipeline", "ml_lifecycle", "app"):
         (deps / package).mkdir()
     context = build_context(folder / "context")
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    pip_install(python, f"./[{extra}]", cwd=deps)
+    pip_install(python, "-c", "requirements.lock", f"./[{extra}]", cwd=deps)
     pip_install(python, "--no-deps", ".", cwd=context)
     return python
 
