@@ -46,3 +46,55 @@ def add_tickers_option(parser: argparse.ArgumentParser, default: Sequence[str]) 
         metavar="TICKER",
         help=f"Yahoo symbols (default: {' '.join(default)})",
     )
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """Parse ``INDEX/COUNT`` (``"0/4"``), the shard option of a command line.
+
+    Args:
+        value: ``INDEX/COUNT`` with ``0 <= INDEX < COUNT``; in a Kubernetes Indexed Job,
+            ``$(JOB_COMPLETION_INDEX)/COUNT``.
+
+    Returns:
+        ``(index, count)``.
+
+    Raises:
+        argparse.ArgumentTypeError: when ``value`` is not two integers with
+            ``0 <= INDEX < COUNT`` (argparse prints it and exits with status 2).
+    """
+    index_text, _, count_text = value.partition("/")
+    try:
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(
+            f"invalid shard {value!r}: use INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4"
+        )
+    return index, count
+
+
+def shard_tickers(tickers: Sequence[str], *, index: int, count: int) -> list[str]:
+    """The tickers that shard ``index`` of ``count`` handles: every ticker in exactly one shard.
+
+    Tickers are de-duplicated (ignoring case and surrounding spaces), sorted, and dealt out
+    round-robin: shard ``i`` takes positions ``i, i + count, i + 2*count, ...``. The result
+    depends only on the set of tickers, not on their order, so parallel workers given the same
+    list agree without talking to each other, and shard sizes differ by at most one.
+
+    Args:
+        tickers: Yahoo symbols as given (not validated here: the caller reports bad ones).
+        index: this shard, ``0 <= index < count`` (a Kubernetes Indexed Job's
+            ``JOB_COMPLETION_INDEX``).
+        count: number of shards (the Job's ``completions``).
+
+    Returns:
+        This shard's tickers, stripped, upper-cased and sorted; empty when there are more
+        shards than tickers.
+
+    Raises:
+        ValueError: when ``count < 1`` or ``index`` is outside ``0..count-1``.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need count >= 1 and 0 <= index < count")
+    return sorted({ticker.strip().upper() for ticker in tickers})[index::count]

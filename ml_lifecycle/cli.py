@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.logging_setup import configure_logging
-from common.tickers import add_tickers_option
+from common.tickers import add_tickers_option, parse_shard, shard_tickers
 from ml_lifecycle.config import get_settings
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--missing-only",
         action="store_true",
         help="train only the tickers whose registered model has no champion yet",
+    )
+    train.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=None,
+        metavar="INDEX/COUNT",
+        help="train only this shard's share of the tickers (sorted, dealt round-robin), "
+        "e.g. 0/4; in a Kubernetes Indexed Job: $(JOB_COMPLETION_INDEX)/4",
     )
     train.add_argument(
         "--reports-dir",
@@ -142,6 +150,8 @@ def _tracking_down(tracking_uri: str) -> str | None:
 def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # stdout is the JSON summary: no "View run ... at" lines from a tracking server
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for noisy in ("tf2onnx", "mlflow", "absl", "h5py", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # the python_model is this project's own class, pickled by reference: no need to warn
@@ -172,6 +182,10 @@ def _train(args: argparse.Namespace, session_factory: Any, tracking_uri: str) ->
         return EXIT_USAGE
     summaries: list[TickerTrainSummary] = []
     tickers = list(args.tickers)
+    if args.shard is not None:
+        index, count = args.shard
+        tickers = shard_tickers(tickers, index=index, count=count)
+        logger.info("shard %d/%d: %s", index, count, " ".join(tickers) or "no tickers")
     for position, requested in enumerate(tickers, start=1):
         try:
             ticker = normalize_ticker(requested)

@@ -142,3 +142,33 @@ def test_invalid_config_is_a_usage_error_exit_2(tmp_path: Path):
     )
     assert result.returncode == 2
     assert "error: invalid training config" in result.stderr and "dropout" in result.stderr
+
+
+def attempted_tickers(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The tickers a ``train`` run worked on, from its JSON summary."""
+    return [t["ticker"] for t in json.loads(result.stdout)["tickers"]]
+
+
+def test_two_shards_together_train_every_ticker_exactly_once(sqlite_url: str, tmp_path: Path):
+    """``train --shard 0/2`` and ``--shard 1/2`` (two pods of an Indexed Job) split the list.
+
+    The store is empty, so each chosen ticker stops at its bar count, without training: the
+    summary still names every ticker the run worked on.
+    """
+    tickers = ["PETR4.SA", "VALE3.SA", "BBAS3.SA", "CMIG4.SA", "AAPL", "MSFT", "SPY"]
+    env = {"DATABASE_URL": sqlite_url, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    runs = [
+        run_cli(["train", "--shard", shard, "--tickers", *tickers], cwd=tmp_path, **env)
+        for shard in ("0/2", "1/2")
+    ]
+    first, second = (attempted_tickers(run) for run in runs)
+    assert sorted(first + second) == sorted(tickers)
+    assert abs(len(first) - len(second)) <= 1
+    assert f"shard 0/2: {' '.join(first)}" in runs[0].stderr
+    assert all("0 bars stored" in run.stderr for run in runs)
+
+
+def test_a_bad_shard_is_a_usage_error_exit_2(tmp_path: Path):
+    result = run_cli(["train", "--shard", "2/2"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "argument --shard: invalid shard '2/2': use INDEX/COUNT" in result.stderr
