@@ -197,6 +197,24 @@ def test_project_images_are_built_from_the_three_dockerfiles(rendered: dict[str,
     }
     for dockerfile in set(builds.values()):
         assert (REPO_ROOT / dockerfile).is_file()
+    for name in builds:
+        assert rendered["services"][name]["build"]["args"] == {
+            "PYTHON_IMAGE": "python:3.11-slim-bookworm"
+        }
+
+
+def test_the_base_image_is_a_build_argument(compose_bin: Path, tmp_path: Path) -> None:
+    """``PYTHON_IMAGE=... docker compose build`` builds on another base (a mirror, a local one)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text())
+    result = run_compose(
+        compose_bin, env_file, "config", "--format", "json",
+        extra_env={"PYTHON_IMAGE": "mirror.example/python:3.11-slim-bookworm"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    bases = {s["build"]["args"]["PYTHON_IMAGE"] for s in services.values() if "build" in s}
+    assert bases == {"mirror.example/python:3.11-slim-bookworm"}
 
 
 def test_prometheus_scrapes_the_api_service_and_grafana_reads_that_prometheus(
@@ -240,6 +258,6 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_images() -> None:
     assert patterns[0] == "*"  # allow-list: nothing enters the build context unless listed
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     assert allowed == {
-        "pyproject.toml", "README.md", "alembic.ini", "common", "data_pipeline", "ml_lifecycle",
-        "app", "migrations",
+        "pyproject.toml", "requirements.lock", "README.md", "alembic.ini", "common",
+        "data_pipeline", "ml_lifecycle", "app", "migrations",
     }  # fmt: skip
