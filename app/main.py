@@ -28,6 +28,7 @@ from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.router import router as predict_router
 from app.features.stock_prediction.service import PredictionService, make_bars_cache
 from common.db import create_db_engine, make_session_factory, redact_url
+from common.exchanges import exchange_of, warm_calendars
 from common.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ Daily close forecasts for stocks, from each ticker's champion LSTM (served as ON
 3. Every forecast is logged to the `prediction_log` table; `GET /metrics` exposes Prometheus
    metrics.
 
-Target dates are the following weekdays: exchange holidays are not modelled.
+Target dates are the next sessions of the ticker's exchange (B3, NYSE, Nasdaq), holidays
+included, from the `exchange_calendars` library.
 """
 
 
@@ -131,6 +133,10 @@ def create_app(
                 "no champion model loaded (%s); /ready answers 503 until one is registered",
                 report.failed or "none registered",
             )
+        # the first calendar load imports pandas: done here, before the heap is frozen
+        await anyio.to_thread.run_sync(
+            warm_calendars, {e for m in served.served() if (e := exchange_of(m.ticker))}
+        )
         if configure_process:
             freeze_startup_heap()
         served.start_polling(active.model_poll_seconds)

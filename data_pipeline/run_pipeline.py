@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from common import price_store
 from common.db import first_line
 from common.exceptions import DatabaseUnavailableError, InvalidTickerError
+from common.exchanges import listing_of
 from common.tickers import normalize_ticker
 from data_pipeline.processing.validation import Severity, clean_bars
 from data_pipeline.sources.base import BarSource, SourceError, SourceUnavailableError
@@ -101,13 +102,15 @@ def ingest_ticker(
     if result.findings:
         tally = Counter(f"{f.rule}({f.severity.value})" for f in result.findings)
         logger.info("%s findings: %s", ticker, ", ".join(f"{k} x{n}" for k, n in tally.items()))
+    # a known market's table (common/exchanges.py) wins over what the source reports
+    currency, exchange = listing_of(ticker)
     upsert = upsert_bars(
         session,
         ticker=ticker,
         rows=result.bars.to_dict("records"),  # type: ignore[arg-type]
         source=raw.source,
-        currency=raw.currency,
-        exchange=raw.exchange,
+        currency=currency or raw.currency,
+        exchange=exchange or raw.exchange,
     )
     report.fetched = len(raw.frame)
     report.inserted, report.updated, report.unchanged = (

@@ -12,23 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.exchanges import listing_of
 from data_pipeline.sources.base import EmptyResponseError, MalformedInputError, RawBars, SourceError
 
 #: The snapshot shipped with the project (seven real tickers, to 2023-12-29).
 DEFAULT_SNAPSHOT_DIR = Path(__file__).resolve().parent.parent / "snapshot" / "prices"
 REQUIRED_CSV_COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
-#: Listing currency and exchange by Yahoo suffix; a symbol without suffix is a US listing.
-SUFFIX_MARKETS = {".SA": ("BRL", "B3"), "": ("USD", None)}
 
 
 class TickerNotInSnapshotError(SourceError):
     """The snapshot folder has no CSV for the ticker."""
-
-
-def market_of(ticker: str) -> tuple[str | None, str | None]:
-    """``(currency, exchange)`` guessed from the Yahoo suffix, ``(None, None)`` if unknown."""
-    suffix = ticker[ticker.rfind(".") :] if "." in ticker else ""
-    return SUFFIX_MARKETS.get(suffix.upper(), (None, None))
 
 
 class SnapshotSource:
@@ -66,7 +59,7 @@ class SnapshotSource:
         if start is not None:
             keep = frame["date"] >= start.isoformat()  # ISO strings sort like dates
             frame = frame[keep | (pd.to_datetime(frame["date"], errors="coerce").isna())]
-        currency, exchange = market_of(ticker)
+        currency, exchange = listing_of(ticker)
         return RawBars(
             ticker=ticker,
             frame=frame,

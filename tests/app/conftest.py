@@ -6,7 +6,6 @@ The model is trained once per session (lookback 20, 8 units, 2 epochs: a few sec
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -181,16 +180,6 @@ def user_headers(client: TestClient, users: dict[str, str]) -> dict[str, str]:
 def admin_headers(client: TestClient, users: dict[str, str]) -> dict[str, str]:
     """Authorization header of the admin."""
     return {"Authorization": f"Bearer {login(client, users['admin'])}"}
-
-
-def weekdays_after(day: dt.date, n: int) -> list[dt.date]:
-    """The ``n`` weekdays after ``day`` (independent re-implementation for assertions)."""
-    out: list[dt.date] = []
-    while len(out) < n:
-        day += dt.timedelta(days=1)
-        if day.isoweekday() <= 5:
-            out.append(day)
-    return out
 
 
 def run_app_script(

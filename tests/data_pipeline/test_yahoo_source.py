@@ -108,7 +108,7 @@ def test_rate_limited_then_served_is_retried_and_stored(
     with pg_session_factory() as session:
         stored = session.get(PriceBar, ("AAPL", dt.date(2023, 12, 29)))
         assert stored is not None
-        assert stored.currency == "USD"
+        assert (stored.currency, stored.exchange) == ("USD", "NASDAQ")
 
 
 @pytest.mark.postgres

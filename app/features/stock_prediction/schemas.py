@@ -49,7 +49,7 @@ class ModelInfo(BaseModel):
 class PredictionPoint(BaseModel):
     """The predicted close of one trading day."""
 
-    target_date: dt.date = Field(description="a following weekday (exchange holidays ignored)")
+    target_date: dt.date = Field(description="a following session of the ticker's exchange")
     predicted_close: float = Field(description="listing currency")
     change_pct: float = Field(description="percent change against last_close")
 
@@ -83,8 +83,8 @@ class PredictFromClosesRequest(BaseModel):
     )
     as_of_date: dt.date | None = Field(
         default=None,
-        description="date of the last close; target dates are the weekdays after it "
-        "(default: today, UTC)",
+        description="date of the last close; target dates are the exchange's sessions after "
+        "it (default: today, UTC)",
     )
 
 

@@ -17,7 +17,6 @@ others on the same window reuse it.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import math
 import time
 import uuid
@@ -41,9 +40,14 @@ from app.features.stock_prediction.schemas import (
     PredictionPoint,
     PredictionResponse,
 )
+from common.exchanges import (
+    CalendarRangeError,
+    UnknownExchangeError,
+    exchange_of,
+    next_sessions,
+)
 from common.price_store import Bars, read_last_bars
 
-_SATURDAY = 5
 #: Lookback windows kept at most in a worker's bars cache (one per ticker and lookback).
 BARS_CACHE_MAXSIZE = 1_024
 
@@ -119,19 +123,27 @@ async def last_bars(
     return await cache.get_or_load((ticker, n), load, keep=lambda window: len(window.bars) >= n)
 
 
-@functools.lru_cache(maxsize=4_096)
-def next_trading_days(as_of: dt.date, count: int) -> tuple[dt.date, ...]:
-    """The ``count`` weekdays after ``as_of``; exchange holidays are not modelled.
+def target_dates_of(ticker: str, as_of: dt.date, count: int) -> tuple[dt.date, ...]:
+    """The ``count`` sessions of ``ticker``'s exchange after ``as_of`` (cached per exchange,
+    ``as_of`` and ``count``: every request for a ticker shares its last bar's date).
 
-    Kept per ``(as_of, count)``: every request for a ticker shares its last bar's date.
+    Raises:
+        InvalidRequestError: the ticker's exchange is unknown, or the dates fall outside the
+            exchange calendar's range (422).
     """
-    days: list[dt.date] = []
-    day = as_of
-    while len(days) < count:
-        day += dt.timedelta(days=1)
-        if day.weekday() < _SATURDAY:
-            days.append(day)
-    return tuple(days)
+    exchange = exchange_of(ticker)
+    if exchange is None:
+        raise InvalidRequestError(str(UnknownExchangeError(ticker)))
+    try:
+        return next_sessions(exchange, as_of, count)
+    except CalendarRangeError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+
+
+def listing_currency(ticker: str) -> str | None:
+    """The currency of ``ticker``'s exchange (:mod:`common.exchanges`), None when unknown."""
+    exchange = exchange_of(ticker)
+    return exchange.currency if exchange is not None else None
 
 
 def model_metrics(model: ServedModel) -> ModelMetrics:
@@ -187,7 +199,7 @@ async def _respond(
     started: float,
 ) -> PredictionResponse:
     horizon = len(forecast.closes)
-    target_dates = next_trading_days(as_of_date, horizon)
+    target_dates = target_dates_of(model.ticker, as_of_date, horizon)
     request_id = uuid.uuid4()
     # model_construct: the values are ours and already typed, nothing to validate (FastAPI
     # serializes the response against its model all the same)
@@ -226,7 +238,7 @@ async def _respond(
         ticker=model.ticker,
         as_of_date=as_of_date,
         last_close=last_close,
-        currency=currency or model.metadata.currency,
+        currency=listing_currency(model.ticker) or currency or model.metadata.currency,
         horizon=horizon,
         input_source=input_source,
         predictions=points,

@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import PredictionLog
 from common.price_store import read_last_bars
-from tests.app.conftest import LOOKBACK, TICKER, TICKER_WITHOUT_MODEL, Registry, weekdays_after
+from tests.app.conftest import LOOKBACK, TICKER, TICKER_WITHOUT_MODEL, Registry
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -34,7 +34,8 @@ def logged_rows(sessions: Callable[[], Session], prediction_id: str) -> list[Pre
 def test_get_predicts_the_following_trading_days_from_the_stored_bars(
     client: TestClient, user_headers: dict[str, str], registry: Registry, app_sessions
 ) -> None:
-    """The user gets 5 closes for the 5 weekdays after the last stored bar, with the model."""
+    """The user gets 5 closes for B3's next 5 sessions after the last stored bar (2023-12-28):
+    2023-12-29 and 2024-01-01 are B3 holidays, so the first target date is 2024-01-02."""
     response = client.get(f"/predict/{TICKER}?horizon=5", headers=user_headers)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -46,7 +47,8 @@ def test_get_predicts_the_following_trading_days_from_the_stored_bars(
     assert body["currency"] == "BRL"
     assert body["input_source"] == "store"
     dates = [dt.date.fromisoformat(p["target_date"]) for p in body["predictions"]]
-    assert dates == weekdays_after(last.dates[-1], 5)
+    assert last.dates[-1] == dt.date(2023, 12, 28)
+    assert dates == [dt.date(2024, 1, d) for d in (2, 3, 4, 5, 8)]
     for point in body["predictions"]:
         assert math.isfinite(point["predicted_close"]) and point["predicted_close"] > 0
         expected = (point["predicted_close"] / body["last_close"] - 1) * 100
@@ -195,6 +197,28 @@ def test_post_without_as_of_date_uses_today(
     closes = [30.0 + 0.1 * i for i in range(LOOKBACK)]
     body = client.post(f"/predict/{TICKER}", json={"closes": closes}, headers=user_headers).json()
     assert body["as_of_date"] == dt.datetime.now(dt.UTC).date().isoformat()
+
+
+@pytest.mark.parametrize(
+    ("as_of", "why"), [("2100-01-04", "calendar ends on"), ("1990-01-02", "is before")]
+)
+def test_post_with_a_date_outside_the_exchange_calendar_is_422(
+    client: TestClient, user_headers: dict[str, str], app_sessions, as_of: str, why: str
+) -> None:
+    """An as_of_date the exchange calendar does not cover is refused with 422 saying so, and
+    nothing is logged."""
+    closes = [30.0 + 0.1 * i for i in range(LOOKBACK)]
+    with app_sessions() as session:
+        before = session.scalar(select(func.count()).select_from(PredictionLog))
+    response = client.post(
+        f"/predict/{TICKER}?horizon=3",
+        json={"closes": closes, "as_of_date": as_of},
+        headers=user_headers,
+    )
+    assert response.status_code == 422, response.text
+    assert why in response.json()["detail"] and "BVMF" in response.json()["detail"]
+    with app_sessions() as session:
+        assert session.scalar(select(func.count()).select_from(PredictionLog)) == before
 
 
 @pytest.mark.parametrize(
