@@ -6,6 +6,7 @@ happen in the lifespan (at server start), so ``import app.main`` is cheap and si
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -22,6 +23,8 @@ from app.core.exceptions import register_handlers
 from app.core.monitoring import instrument, mark_worker_exited
 from app.features.auth.dependencies import make_user_cache, make_verified_tokens
 from app.features.auth.router import router as auth_router
+from app.features.model_accuracy.gauges import AccuracyRefresher, refresh_accuracy_gauges
+from app.features.model_accuracy.router import router as accuracy_router
 from app.features.ops.router import router as ops_router
 from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
@@ -39,8 +42,9 @@ Daily close forecasts for stocks, from each ticker's champion LSTM (served as ON
 1. `POST /auth/token` with form fields `username` and `password` returns a bearer token.
 2. `GET /predict/{ticker}?horizon=5` forecasts the next 5 trading days from the stored bars;
    `POST /predict/{ticker}` forecasts from closes you send.
-3. Every forecast is logged to the `prediction_log` table; `GET /metrics` exposes Prometheus
-   metrics.
+3. Every forecast is logged to the `prediction_log` table; once the bars of its target dates
+   are ingested, `GET /models/{ticker}/accuracy` tells how the champion's forecasts turned out
+   (the `prediction_outcome` view in SQL); `GET /metrics` exposes Prometheus metrics.
 
 Target dates are the next sessions of the ticker's exchange (B3, NYSE, Nasdaq), holidays
 included, from the `exchange_calendars` library.
@@ -141,9 +145,20 @@ def create_app(
             freeze_startup_heap()
         served.start_polling(active.model_poll_seconds)
         log_writer.start()
+        accuracy = AccuracyRefresher(
+            functools.partial(
+                refresh_accuracy_gauges,
+                session_factory=app.state.session_factory,
+                predictor=served,
+                window=active.accuracy_window,
+            ),
+            interval_seconds=active.accuracy_refresh_seconds,
+        )
+        accuracy.start()
         try:
             yield
         finally:
+            await accuracy.stop()
             await anyio.to_thread.run_sync(served.stop_polling)
             await log_writer.stop()
             await log_writer.engine.dispose()
@@ -160,6 +175,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(predict_router)
     app.include_router(ops_router)
+    app.include_router(accuracy_router)
     instrument(app)
     return app
 

@@ -81,6 +81,18 @@ class AppSettings(LayerSettings):
         "and of the forecasts made from them, seconds; new bars are served at most this long "
         "after the ingest commits; 0 = off",
     )
+    accuracy_window: int = Field(
+        default=60,
+        ge=1,
+        le=10_000,
+        description="realized target dates per model version in the realized-accuracy gauges",
+    )
+    accuracy_refresh_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="how often each worker recomputes the realized-accuracy gauges from the "
+        "prediction_outcome view, seconds; 0 = off",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)

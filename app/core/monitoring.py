@@ -17,7 +17,14 @@ Custom metrics:
   request that was waiting), seconds; successful commits only. Every prediction's response
   waits for one of these, so its tail is part of the API's;
 * ``stockcast_prediction_log_commit_requests``: requests whose rows one group commit carried
-  (``_sum / _count`` is the mean batch).
+  (``_sum / _count`` is the mean batch);
+* realized accuracy of each ticker's served champion over its last ``APP_ACCURACY_WINDOW``
+  realized target dates, as ``GET /models/{ticker}/accuracy`` reports it, refreshed every
+  ``APP_ACCURACY_REFRESH_SECONDS`` by a timer (not per request):
+  ``stockcast_realized_outcomes{ticker}`` (forecast steps counted),
+  ``stockcast_realized_mae{ticker}`` (listing currency), ``stockcast_realized_relative_mae``
+  (MAE / naive MAE), ``stockcast_realized_directional_accuracy_percent`` and
+  ``stockcast_realized_coverage_percent{ticker, level}`` (level 80 or 95); NaN while unknown.
 
 HTTP metrics (prometheus-fastapi-instrumentator): ``http_requests_total{handler, method,
 status}``, ``http_request_duration_seconds{handler, method}`` with buckets from 1 ms,
@@ -28,7 +35,9 @@ scrape reaches only one of them. ``python -m app serve`` therefore runs promethe
 multiprocess mode: it points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh, empty folder before the
 workers start, every worker writes its values to memory-mapped files there, and ``GET
 /metrics`` (on any worker) adds up the files of all workers: counters and histograms are
-summed, the model-version gauge takes the maximum over the live workers (``livemax``). Without
+summed, the model-version gauge takes the maximum over the live workers (``livemax``), and
+the realized-accuracy gauges the value a live worker wrote last (``livemostrecent``: every
+worker computes the same numbers from the same database). Without
 the variable (tests, embedding the app) the metrics stay in the process, as usual.
 """
 
@@ -38,6 +47,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from typing import Final
 
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
@@ -100,6 +110,41 @@ PREDICTION_LOG_COMMIT_REQUESTS = Histogram(
     "stockcast_prediction_log_commit_requests",
     "Requests whose prediction_log rows one group commit carried.",
     buckets=COMMIT_REQUESTS_BUCKETS,
+)
+
+# every worker refreshes these from the same view: the latest write of a live worker is right
+_ACCURACY_MODE: Final = "livemostrecent"
+REALIZED_OUTCOMES = Gauge(
+    "stockcast_realized_outcomes",
+    "Realized forecast steps of the served champion counted in the realized-accuracy gauges "
+    "(its last APP_ACCURACY_WINDOW realized target dates).",
+    ["ticker"],
+    multiprocess_mode=_ACCURACY_MODE,
+)
+REALIZED_MAE = Gauge(
+    "stockcast_realized_mae",
+    "Realized MAE of the served champion's forecasts, listing currency.",
+    ["ticker"],
+    multiprocess_mode=_ACCURACY_MODE,
+)
+REALIZED_RELATIVE_MAE = Gauge(
+    "stockcast_realized_relative_mae",
+    "Realized MAE of the served champion / MAE of the naive forecast of the same origins "
+    "(above 1: persistence does better).",
+    ["ticker"],
+    multiprocess_mode=_ACCURACY_MODE,
+)
+REALIZED_DIRECTIONAL_ACCURACY = Gauge(
+    "stockcast_realized_directional_accuracy_percent",
+    "Percent of the served champion's realized forecast steps whose move had the right sign.",
+    ["ticker"],
+    multiprocess_mode=_ACCURACY_MODE,
+)
+REALIZED_COVERAGE = Gauge(
+    "stockcast_realized_coverage_percent",
+    "Percent of realized closes inside the served champion's prediction interval, by level.",
+    ["ticker", "level"],
+    multiprocess_mode=_ACCURACY_MODE,
 )
 
 

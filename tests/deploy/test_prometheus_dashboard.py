@@ -6,6 +6,10 @@ serve`` runs in a subprocess on a free port; Debian's ``prometheus`` runs with t
 rules; traffic is sent (login, predictions, a 404); then every PromQL expression of the
 Grafana dashboard is evaluated through Prometheus' HTTP API, with Grafana's variables
 replaced by concrete values.
+
+The store first holds the bars up to :data:`SPLIT_DATE` only; once predictions are made, the
+rest of the CSV is ingested, so the forecasts meet their outcomes and the "Realized accuracy"
+row has data (the API refreshes its gauges every second here).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from sqlalchemy import text
 
 from common.db import create_db_engine, make_session_factory
 from tests.conftest import REPO_ROOT, migrate
@@ -35,6 +40,8 @@ PASSWORD = "correct horse battery staple"
 DASHBOARD = DEPLOY_DIR / "grafana" / "dashboards" / "stockcast.json"
 #: Grafana's interval variables, replaced as Grafana would for a 1 s scrape interval.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s"}
+#: Last bar stored when the API starts; the following bars arrive after the predictions.
+SPLIT_DATE = "2023-12-01"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,9 @@ class RunningApi:
     base_url: str
     port: int
     model_version: str
+    database_url: str
+    env: dict[str, str]
+    folder: Path
 
 
 def wait_until(
@@ -63,6 +73,16 @@ def wait_until(
     pytest.fail(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
 
 
+def ingest_snapshot(snapshot_dir: Path, *, env: dict[str, str], cwd: Path) -> None:
+    """``python -m data_pipeline ingest`` of :data:`TICKER` from ``snapshot_dir``."""
+    ingest = subprocess.run(
+        [sys.executable, "-m", "data_pipeline", "ingest", "--source", "snapshot",
+         "--snapshot-dir", str(snapshot_dir), "--tickers", TICKER, "--no-findings"],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False,
+    )  # fmt: skip
+    assert ingest.returncode == 0, ingest.stderr
+
+
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, prices_dir: Path) -> Iterator[RunningApi]:
     """``python -m app serve`` on a free port: SQLite store with real bars, a trained champion."""
@@ -81,13 +101,15 @@ def api(tmp_path_factory: pytest.TempPathFactory, prices_dir: Path) -> Iterator[
         "APP_SECRET_KEY": "deploy-test-signing-key-" + "s" * 40,
         "APP_MODEL_POLL_SECONDS": "0",
         "LOG_LEVEL": "WARNING",
+        "APP_ACCURACY_REFRESH_SECONDS": "1",
     }
-    ingest = subprocess.run(
-        [sys.executable, "-m", "data_pipeline", "ingest", "--source", "snapshot",
-         "--snapshot-dir", str(prices_dir), "--tickers", TICKER, "--no-findings"],
-        capture_output=True, text=True, env=env, cwd=folder, timeout=300, check=False,
-    )  # fmt: skip
-    assert ingest.returncode == 0, ingest.stderr
+    early = folder / "prices-to-split"
+    early.mkdir()
+    lines = (prices_dir / f"{TICKER}.csv").read_text().splitlines(keepends=True)
+    (early / f"{TICKER}.csv").write_text(
+        "".join([lines[0], *(line for line in lines[1:] if line[:10] <= SPLIT_DATE)])
+    )
+    ingest_snapshot(early, env=env, cwd=folder)
     engine = create_db_engine(database_url)
     try:
         summary = train_and_register(
@@ -118,7 +140,10 @@ def api(tmp_path_factory: pytest.TempPathFactory, prices_dir: Path) -> Iterator[
             lambda: httpx.get(f"{base_url}/ready", timeout=5).status_code == 200,
             timeout=120, what="the API to be ready", proc=proc,
         )  # fmt: skip
-        yield RunningApi(base_url=base_url, port=port, model_version=str(summary.version))
+        yield RunningApi(
+            base_url=base_url, port=port, model_version=str(summary.version),
+            database_url=database_url, env=env, folder=folder,
+        )  # fmt: skip
     finally:
         stop_process(proc)
         log.close()
@@ -179,7 +204,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
     out = []
     for panel in dashboard["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):  # a row has none
             expr = target["expr"]
             for variable, value in GRAFANA_VARIABLES.items():
                 expr = expr.replace(variable, value)
@@ -205,8 +230,40 @@ def send_traffic(api: RunningApi) -> None:
             time.sleep(1.0)
 
 
+def logs_intervals(api: RunningApi) -> bool:
+    """Whether the served model logs prediction-interval bounds (coverage needs them)."""
+    engine = create_db_engine(api.database_url)
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.scalar(text("SELECT COUNT(*) FROM prediction_log WHERE upper_95 IS NOT NULL"))
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def realized(api: RunningApi, prices_dir: Path) -> None:
+    """Predictions made on the split store, then the following bars ingested: the API's
+    gauges (refreshed every second) report realized outcomes."""
+    send_traffic(api)
+    ingest_snapshot(prices_dir, env=api.env, cwd=api.folder)
+
+    def outcomes_counted() -> bool:
+        text_ = httpx.get(f"{api.base_url}/metrics", timeout=10).text
+        return any(
+            line.startswith(f'stockcast_realized_outcomes{{ticker="{TICKER}"}}')
+            and float(line.split()[-1]) > 0
+            for line in text_.splitlines()
+        )
+
+    wait_until(outcomes_counted, timeout=30, what="the realized-accuracy gauges to count outcomes")
+
+
 @pytest.mark.slow
-def test_every_dashboard_query_parses_and_returns_data(api: RunningApi, prometheus: str) -> None:
+def test_every_dashboard_query_parses_and_returns_data(
+    api: RunningApi, prometheus: str, realized: None
+) -> None:
     send_traffic(api)
     # The last requests must be scraped (1 s interval) before the queries are evaluated.
     wait_until(
@@ -214,10 +271,18 @@ def test_every_dashboard_query_parses_and_returns_data(api: RunningApi, promethe
         timeout=30, what="the predictions to be scraped",
     )  # fmt: skip
     time.sleep(2.0)
+    wait_until(
+        lambda: query(prometheus, f'stockcast_realized_outcomes{{ticker="{TICKER}"}} > 0'),
+        timeout=30, what="the realized outcomes to be scraped",
+    )  # fmt: skip
     queries = dashboard_queries()
-    assert len(queries) >= 16
+    assert len(queries) >= 21
+    # coverage needs logged interval bounds, which a model without calibration does not have
+    with_intervals = logs_intervals(api)
     empty = []
     for title, expr in queries:
+        if "coverage" in expr and not with_intervals:
+            continue
         result = query(prometheus, expr)
         values = [float(series["value"][1]) for series in result]
         if not any(math.isfinite(v) for v in values):
@@ -256,7 +321,8 @@ def test_alert_rules_load_and_no_alert_fires_on_a_healthy_api(prometheus: str) -
     rules = [rule for group in body["data"]["groups"] for rule in group["rules"]]
     assert {rule["name"] for rule in rules} == {
         "StockcastApiDown", "StockcastApiHigh5xxRatio", "StockcastApiSlowP95",
-        "StockcastNoModelServed",
+        "StockcastNoModelServed", "StockcastChampionWorseThanNaive",
+        "StockcastIntervalsUndercover",
     }  # fmt: skip
 
     def every_rule_evaluated() -> bool:
@@ -274,4 +340,4 @@ def test_promtool_accepts_the_projects_config_and_rules(promtool_bin: Path) -> N
         capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 6 rules found" in result.stdout + result.stderr
