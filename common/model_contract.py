@@ -20,6 +20,8 @@ from datetime import date
 
 from pydantic import BaseModel, Field
 
+from common.drift import InputDistribution
+
 #: Every registered model is named ``stock-lstm-<TICKER>``; characters outside
 #: ``[A-Za-z0-9._-]`` (``^`` and ``=``) become ``_``. ``PETR4.SA`` -> ``stock-lstm-PETR4.SA``,
 #: ``^BVSP`` -> ``stock-lstm-_BVSP``.
@@ -77,6 +79,10 @@ class ModelMetadata(BaseModel):
         currency: listing currency of the prices, when known.
         metrics: test-window metrics of the model (``mae``, ``rmse``, ``mape``, ``mase``,
             ``r2``, ``directional_accuracy``) and of the naive baseline (``naive_mae`` ...).
+        input_distributions: the distribution of each input series (``log_return`` and
+            every feature) over the bars the version was built on (up to
+            ``last_bar_date``), for drift detection at serving (:mod:`common.drift`); empty
+            for versions trained before it was recorded.
     """
 
     ticker: str
@@ -89,3 +95,4 @@ class ModelMetadata(BaseModel):
     last_bar_date: date
     currency: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    input_distributions: dict[str, InputDistribution] = Field(default_factory=dict)

@@ -143,6 +143,18 @@ def last_bar_date(session: Session, *, ticker: str) -> dt.date | None:
     return session.scalar(select(func.max(PriceBar.date)).where(PriceBar.ticker == ticker))
 
 
+def count_bars_after(session: Session, *, ticker: str, after: dt.date) -> int:
+    """How many bars of ``ticker`` are stored with ``date > after`` (a model's staleness)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(PriceBar)
+            .where(PriceBar.ticker == ticker, PriceBar.date > after)
+        )
+        or 0
+    )
+
+
 @dataclass(frozen=True)
 class TickerCoverage:
     """What the store holds for one ticker."""

@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. 0/4; in a Kubernetes Indexed Job: $(JOB_COMPLETION_INDEX)/4",
     )
     train.add_argument(
+        "--stale-only",
+        action="store_true",
+        help="train only the tickers without a champion, or whose champion is stale (more "
+        "than ML_STALE_AFTER_BARS bars behind the store) or drifting (input PSI over the last "
+        "ML_DRIFT_WINDOW_BARS bars >= ML_PSI_DRIFT); the training schedule uses it",
+    )
+    train.add_argument(
         "--reports-dir",
         type=Path,
         default=settings.reports_dir,
@@ -104,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     schedule = sub.add_parser(
         "schedule",
-        help="train the default tickers at every ML_SCHEDULE_CRON fire time, or --once",
+        help="train --stale-only the default tickers at every ML_SCHEDULE_CRON fire time, "
+        "or --once",
     )
     schedule.add_argument(
         "--once",
@@ -115,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    """``schedule [--once]``: ``train`` with the default settings, on ML_SCHEDULE_CRON.
+    """``schedule [--once]``: ``train --stale-only`` with the default settings, on
+    ML_SCHEDULE_CRON: tickers without a champion, or whose champion is stale or drifting.
 
     Each run is a full ``train`` (fresh connections, MLflow checked), so a database or
     MLflow outage fails that run only; the schedule goes on.
@@ -124,7 +133,9 @@ def _schedule(args: argparse.Namespace) -> int:
 
     cron = get_settings().schedule_cron
     try:
-        return run_on_schedule(lambda: main(["train"]), cron=cron, once=args.once, name="train")
+        return run_on_schedule(
+            lambda: main(["train", "--stale-only"]), cron=cron, once=args.once, name="train"
+        )
     except ValueError as exc:
         print(f"error: ML_SCHEDULE_CRON: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -194,6 +205,15 @@ def _train(args: argparse.Namespace, session_factory: Any, tracking_uri: str) ->
                     "[%d/%d] %s already has a champion; skipped", position, len(tickers), ticker
                 )
                 continue
+            if args.stale_only:
+                health = _health(ticker, session_factory, tracking_uri)
+                if not health.retrain:
+                    logger.info(
+                        "[%d/%d] %s: champion v%s %s; skipped",
+                        position, len(tickers), ticker, health.version, health.reason,
+                    )  # fmt: skip
+                    continue
+                logger.info("[%d/%d] %s: %s", position, len(tickers), ticker, health.reason)
             logger.info("[%d/%d] %s: training", position, len(tickers), ticker)
             summary = train_and_register(
                 session_factory=session_factory,
@@ -228,6 +248,21 @@ def _train(args: argparse.Namespace, session_factory: Any, tracking_uri: str) ->
         f" ({', '.join(failed)})" if failed else "",
     )
     return EXIT_OK if not failed else EXIT_TICKER_FAILED
+
+
+def _health(ticker: str, session_factory: Any, tracking_uri: str) -> Any:
+    """The champion's staleness and drift, with the ML_ settings' thresholds."""
+    from ml_lifecycle.health import champion_health  # noqa: PLC0415
+
+    settings = get_settings()
+    return champion_health(
+        session_factory=session_factory,
+        ticker=ticker,
+        tracking_uri=tracking_uri,
+        drift_window_bars=settings.drift_window_bars,
+        stale_after_bars=settings.stale_after_bars,
+        psi_drift=settings.psi_drift,
+    )
 
 
 def _evaluate(args: argparse.Namespace, session_factory: Any, tracking_uri: str) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from common.drift import DRIFT_WINDOW_BARS, PSI_DRIFT, STALE_AFTER_BARS
 from common.settings import DEFAULT_MLFLOW_TRACKING_URI, DEFAULT_VAR_DIR, LayerSettings
 from common.tickers import SNAPSHOT_TICKERS
 
@@ -36,6 +37,23 @@ class MLSettings(LayerSettings):
     schedule_cron: str = Field(
         default="0 3 * * 6",
         description="cron of `python -m ml_lifecycle schedule` (Saturdays 03:00)",
+    )
+    stale_after_bars: int = Field(
+        default=STALE_AFTER_BARS,
+        ge=0,
+        description="train --stale-only retrains a champion more bars than this behind the "
+        "store (21: about a month of sessions)",
+    )
+    drift_window_bars: int = Field(
+        default=DRIFT_WINDOW_BARS,
+        ge=2,
+        description="recent bars compared with a champion's training inputs (PSI, KS)",
+    )
+    psi_drift: float = Field(
+        default=PSI_DRIFT,
+        gt=0,
+        description="train --stale-only retrains a champion whose input PSI is at least this "
+        "(0.25: a significant shift, Siddiqi 2006)",
     )
     reports_dir: Path = Field(
         default=DEFAULT_VAR_DIR / "reports", description="where the PNG plots are written"

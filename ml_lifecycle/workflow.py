@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from common.drift import training_distributions
+from common.features import unscale
 from common.model_contract import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
@@ -277,6 +279,18 @@ def _evaluate(
         last_train_date=data.last_train_date,
         last_bar_date=data.last_bar_date,
         currency=data.currency,
+        # every bar the version was built on: a retrain takes the recent regime in
+        input_distributions=training_distributions(
+            closes=np.concatenate(
+                [data.train_closes, data.val.actual_close, data.test.actual_close]
+            ),
+            windows=unscale(
+                np.concatenate([data.train.x, data.val.x, data.test.x]),
+                data.feature_scaler.mean,
+                data.feature_scaler.scale,
+            ),
+            features=config.features,
+        ),
     )
     log_ret = to_log_return(metadata, keras_predict(model, data.test.x))
     predicted = data.test.last_close * np.exp(log_ret)

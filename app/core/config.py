@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from app.core.exceptions import InsecureSecretKeyError
+from common.drift import DRIFT_WINDOW_BARS, PSI_DRIFT, PSI_MODERATE, STALE_AFTER_BARS
 from common.settings import DEFAULT_MLFLOW_TRACKING_URI, LayerSettings
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,34 @@ class AppSettings(LayerSettings):
         ge=0,
         description="how often each worker recomputes the realized-accuracy gauges from the "
         "prediction_outcome view, seconds; 0 = off",
+    )
+    drift_window_bars: int = Field(
+        default=DRIFT_WINDOW_BARS,
+        ge=2,
+        le=10_000,
+        description="recent bars compared with a model's inputs for drift (PSI, KS); a year "
+        "keeps the PSI's sampling noise, about 9 / bars, under 0.1",
+    )
+    psi_moderate: float = Field(
+        default=PSI_MODERATE,
+        gt=0,
+        description="PSI from which drift status is 'moderate' (0.1: Siddiqi 2006, Yurdakul 2018)",
+    )
+    psi_drift: float = Field(
+        default=PSI_DRIFT,
+        gt=0,
+        description="PSI from which drift status is 'drift' (0.25: Siddiqi 2006, Yurdakul 2018)",
+    )
+    stale_after_bars: int = Field(
+        default=STALE_AFTER_BARS,
+        ge=0,
+        description="a model more bars than this behind the store is reported stale",
+    )
+    health_cache_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="per-worker cache of each served model's drift and staleness, seconds; "
+        "0 = computed on every prediction",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -24,7 +24,11 @@ Custom metrics:
   ``stockcast_realized_outcomes{ticker}`` (forecast steps counted),
   ``stockcast_realized_mae{ticker}`` (listing currency), ``stockcast_realized_relative_mae``
   (MAE / naive MAE), ``stockcast_realized_directional_accuracy_percent`` and
-  ``stockcast_realized_coverage_percent{ticker, level}`` (level 80 or 95); NaN while unknown.
+  ``stockcast_realized_coverage_percent{ticker, level}`` (level 80 or 95); NaN while unknown;
+* drift and staleness of each served champion (``app/features/model_health``), set whenever
+  they are computed (per model version every ``APP_HEALTH_CACHE_SECONDS`` at most, and by the
+  same timer): ``stockcast_input_drift_psi{ticker}``, ``stockcast_input_drift_ks{ticker}``,
+  ``stockcast_model_bars_behind{ticker}``.
 
 HTTP metrics (prometheus-fastapi-instrumentator): ``http_requests_total{handler, method,
 status}``, ``http_request_duration_seconds{handler, method}`` with buckets from 1 ms,
@@ -144,6 +148,26 @@ REALIZED_COVERAGE = Gauge(
     "stockcast_realized_coverage_percent",
     "Percent of realized closes inside the served champion's prediction interval, by level.",
     ["ticker", "level"],
+    multiprocess_mode=_ACCURACY_MODE,
+)
+
+INPUT_DRIFT_PSI = Gauge(
+    "stockcast_input_drift_psi",
+    "Largest Population Stability Index of the served champion's input series (recent "
+    "APP_DRIFT_WINDOW_BARS bars against the bars it was built on); 0.1 moderate, 0.25 drift.",
+    ["ticker"],
+    multiprocess_mode=_ACCURACY_MODE,
+)
+INPUT_DRIFT_KS = Gauge(
+    "stockcast_input_drift_ks",
+    "Largest two-sample Kolmogorov-Smirnov statistic of the served champion's input series.",
+    ["ticker"],
+    multiprocess_mode=_ACCURACY_MODE,
+)
+MODEL_BARS_BEHIND = Gauge(
+    "stockcast_model_bars_behind",
+    "Bars stored after the last bar the served champion was built on.",
+    ["ticker"],
     multiprocess_mode=_ACCURACY_MODE,
 )
 

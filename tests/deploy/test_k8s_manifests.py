@@ -224,6 +224,7 @@ def test_training_is_an_indexed_job_whose_pods_train_every_ticker_exactly_once()
         argv = [a.replace("$(JOB_COMPLETION_INDEX)", str(index)) for a in container["args"]]
         args = build_parser().parse_args(argv)
         assert args.command == "train" and args.shard == (index, count)
+        assert args.stale_only  # the schedule retrains stale or drifting champions only
         trained.extend(shard_tickers(tickers, index=index, count=count))
     assert sorted(trained) == sorted(tickers)
 
