@@ -148,9 +148,10 @@ def create_app(
         accuracy = AccuracyRefresher(
             functools.partial(
                 refresh_accuracy_gauges,
-                session_factory=app.state.session_factory,
+                session_factory=session_factory,
                 predictor=served,
                 window=active.accuracy_window,
+                health=app.state.prediction_service.health,
             ),
             interval_seconds=active.accuracy_refresh_seconds,
         )

@@ -157,6 +157,15 @@ class AppSettings(LayerSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_psi_thresholds(self) -> AppSettings:
+        if self.psi_moderate >= self.psi_drift:
+            raise ValueError(
+                f"APP_PSI_MODERATE ({self.psi_moderate}) must be below APP_PSI_DRIFT "
+                f"({self.psi_drift})"
+            )
+        return self
+
     @property
     def signing_key(self) -> str:
         """The token-signing key (always set once validated)."""

@@ -172,3 +172,25 @@ def test_a_bad_shard_is_a_usage_error_exit_2(tmp_path: Path):
     result = run_cli(["train", "--shard", "2/2"], cwd=tmp_path)
     assert result.returncode == 2
     assert "argument --shard: invalid shard '2/2': use INDEX/COUNT" in result.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_stale_only_trains_a_ticker_without_champion_then_skips_the_fresh_one(
+    stored_db_url: str, tmp_path: Path
+):
+    """The schedule's command: the first run trains (no champion yet), the next one finds
+    the champion fresh (0 bars behind, no drift) and skips it, saying so."""
+    env = {"DATABASE_URL": stored_db_url, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    first = run_cli(
+        ["train", "--stale-only", "--tickers", TICKER, *TINY_FLAGS], cwd=tmp_path, **env
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert [t["ticker"] for t in json.loads(first.stdout)["tickers"]] == [TICKER]
+    assert f"{TICKER}: no champion yet" in first.stderr
+    again = run_cli(
+        ["train", "--stale-only", "--tickers", TICKER, *TINY_FLAGS], cwd=tmp_path, **env
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["tickers"] == []
+    assert f"{TICKER}: champion v1 fresh: 0 bars behind" in again.stderr

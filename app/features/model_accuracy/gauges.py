@@ -1,4 +1,5 @@
-"""The realized-accuracy gauges, recomputed on a timer rather than per request.
+"""The realized-accuracy gauges (and the drift gauges), recomputed on a timer rather than per
+request.
 
 Each worker runs one :class:`AccuracyRefresher` (started in the app's lifespan): every
 ``APP_ACCURACY_REFRESH_SECONDS`` it computes, in the thread pool, the accuracy of every served
@@ -25,6 +26,7 @@ from app.core.monitoring import (
     REALIZED_RELATIVE_MAE,
 )
 from app.features.model_accuracy.service import get_accuracy
+from app.features.model_health.service import HealthMonitor
 from app.features.stock_prediction.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -35,9 +37,14 @@ def _value(number: float | None) -> float:
 
 
 def refresh_accuracy_gauges(
-    *, session_factory: sessionmaker[Session], predictor: Predictor, window: int
+    *,
+    session_factory: sessionmaker[Session],
+    predictor: Predictor,
+    window: int,
+    health: HealthMonitor | None = None,
 ) -> int:
-    """Set the realized-accuracy gauges of every served champion; returns the tickers set.
+    """Set the realized-accuracy gauges of every served champion, and with ``health`` its
+    drift and staleness gauges; returns the tickers set.
 
     Raises:
         sqlalchemy.exc.OperationalError: the database is unavailable (the gauges keep their
@@ -58,6 +65,8 @@ def refresh_accuracy_gauges(
             )
             REALIZED_COVERAGE.labels(ticker=ticker, level="80").set(_value(accuracy.coverage_80))
             REALIZED_COVERAGE.labels(ticker=ticker, level="95").set(_value(accuracy.coverage_95))
+            if health is not None:
+                health.compute(model)
             done += 1
     return done
 

@@ -7,6 +7,8 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from app.features.model_health.schemas import DriftRead, StaleRead
+
 #: An example lookback window: the 30 adjusted closes of PETR4.SA (BRL) from 2023-11-16 to
 #: 2023-12-28 in the shipped snapshot, oldest first (the default lookback is 30).
 EXAMPLE_CLOSES: list[JsonValue] = [
@@ -66,6 +68,10 @@ class PredictionResponse(BaseModel):
     input_source: str = Field(description="store: stored bars; client: closes in the request")
     predictions: list[PredictionPoint]
     model: ModelInfo
+    drift: DriftRead = Field(
+        description="the ticker's recent bars against the inputs the model was built on"
+    )
+    stale: StaleRead = Field(description="how far the model is behind the price store")
 
 
 class PredictFromClosesRequest(BaseModel):

@@ -32,6 +32,7 @@ from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
 from app.core.exceptions import BarsNotFoundError, InvalidRequestError
 from app.core.monitoring import PREDICTED_POINTS, PREDICTIONS_SERVED
+from app.features.model_health.service import HealthMonitor, ModelHealth
 from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Forecast, Predictor, ServedModel
 from app.features.stock_prediction.schemas import (
@@ -197,6 +198,7 @@ async def _respond(
     user_id: int | None,
     input_source: str,
     started: float,
+    health: ModelHealth,
 ) -> PredictionResponse:
     horizon = len(forecast.closes)
     target_dates = target_dates_of(model.ticker, as_of_date, horizon)
@@ -243,6 +245,8 @@ async def _respond(
         input_source=input_source,
         predictions=points,
         model=parts.info,
+        drift=health.drift,
+        stale=health.stale,
     )
 
 
@@ -258,10 +262,13 @@ class PredictionService:
         bars_cache: the worker's lookback windows (``APP_BARS_CACHE_SECONDS``).
         log_writer: commits the prediction_log rows (group commit) before a use case returns.
         session_factory: the app's sessions (read the bars on a cache miss).
-        settings: the app's settings (``APP_MAX_HORIZON``).
+        settings: the app's settings (``APP_MAX_HORIZON``, drift and staleness).
+
+    The drift and staleness of each response come from :attr:`health`, a per-worker cache
+    by model version (:class:`~app.features.model_health.service.HealthMonitor`).
     """
 
-    __slots__ = ("bars_cache", "log_writer", "predictor", "session_factory", "settings")
+    __slots__ = ("bars_cache", "health", "log_writer", "predictor", "session_factory", "settings")
 
     def __init__(
         self,
@@ -277,6 +284,7 @@ class PredictionService:
         self.log_writer = log_writer
         self.session_factory = session_factory
         self.settings = settings
+        self.health = HealthMonitor(session_factory, settings)
 
     def check_horizon(self, horizon: int) -> int:
         """``horizon`` if it is at most ``APP_MAX_HORIZON`` (the route already checked ``>= 1``).
@@ -328,6 +336,7 @@ class PredictionService:
             user_id=user_id,
             input_source="store",
             started=started,
+            health=await self.health.get(model),
         )
 
     async def predict_from_closes(
@@ -383,4 +392,5 @@ class PredictionService:
             user_id=user_id,
             input_source="client",
             started=started,
+            health=await self.health.get(model),
         )

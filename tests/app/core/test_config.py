@@ -74,3 +74,9 @@ def test_several_workers_need_a_shared_secret_key() -> None:
     """With APP_WORKERS > 1 a per-process random key would break tokens: refused."""
     with pytest.raises(ValidationError, match="APP_WORKERS > 1"):
         _settings(workers=2)
+
+
+def test_psi_thresholds_must_be_ordered() -> None:
+    """APP_PSI_MODERATE at or above APP_PSI_DRIFT would make 'moderate' unreachable: refused."""
+    with pytest.raises(ValidationError, match="APP_PSI_MODERATE"):
+        _settings(secret_key="k" * 40, psi_moderate=0.3, psi_drift=0.25)
