@@ -94,15 +94,33 @@ def window_features(
     n_bars = len(next(iter(cols.values())))
     if n_bars < lookback:
         raise ValueError(f"need at least lookback={lookback} bars, got {n_bars}")
-    out = np.empty((n_bars - lookback + 1, lookback, len(features)), dtype=np.float64)
+    return features_of_windows({c: _windows(v, lookback) for c, v in cols.items()}, features)
+
+
+def features_of_windows(
+    windows: Mapping[str, npt.NDArray[np.float64]], features: Sequence[str]
+) -> FloatArray:
+    """Feature tensor of windows given as 2-D arrays of bars.
+
+    Args:
+        windows: for each column in :func:`required_columns`, an array of shape
+            ``(n_windows, lookback)``: row ``i`` holds window ``i``'s bars, oldest first.
+        features: feature names, see the module docstring (assumed checked).
+
+    Returns:
+        Array of shape ``(n_windows, lookback, n_features)``; each value depends only on the
+        bars of its own window.
+    """
+    first = next(iter(windows.values()))
+    out = np.empty((*first.shape, len(features)), dtype=np.float64)
     for j, name in enumerate(features):
         if name == "rel_log_close":
-            w = _windows(np.log(cols["close"]), lookback)
+            w = np.log(windows["close"])
             out[:, :, j] = w - w[:, -1:]
         elif name == "hl_range":
-            out[:, :, j] = _windows(np.log(cols["high"] / cols["low"]), lookback)
+            out[:, :, j] = np.log(windows["high"] / windows["low"])
         elif name == "oc_return":
-            out[:, :, j] = _windows(np.log(cols["close"] / cols["open"]), lookback)
+            out[:, :, j] = np.log(windows["close"] / windows["open"])
     return out
 
 

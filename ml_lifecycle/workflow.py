@@ -264,9 +264,9 @@ def _evaluate(
     """Test-window metrics and plots, logged to the active run; returns the full metadata."""
     import mlflow  # noqa: PLC0415
 
+    from common.features import unscale  # noqa: PLC0415
     from ml_lifecycle.evaluation.evaluate import evaluate_forecast, save_plots  # noqa: PLC0415
     from ml_lifecycle.export.export_model import keras_predict  # noqa: PLC0415
-    from ml_lifecycle.inference import to_log_return  # noqa: PLC0415
 
     metadata = ModelMetadata(
         ticker=summary.ticker,
@@ -278,7 +278,8 @@ def _evaluate(
         last_bar_date=data.last_bar_date,
         currency=data.currency,
     )
-    log_ret = to_log_return(metadata, keras_predict(model, data.test.x))
+    ts = metadata.target_scaler
+    log_ret = unscale(keras_predict(model, data.test.x), ts.mean[0], ts.scale[0])
     predicted = data.test.last_close * np.exp(log_ret)
     evaluation = evaluate_forecast(
         actual=data.test.actual_close,
@@ -410,10 +411,11 @@ def evaluate_champion(
     import mlflow  # noqa: PLC0415
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
+    from common.forecasting import Forecaster  # noqa: PLC0415
+    from common.registry import load_version  # noqa: PLC0415
     from ml_lifecycle.evaluation.evaluate import evaluate_forecast  # noqa: PLC0415
     from ml_lifecycle.export.export_model import tag_version  # noqa: PLC0415
     from ml_lifecycle.export.promotion import current_champion  # noqa: PLC0415
-    from ml_lifecycle.inference import load_model_dir, predict_next_closes  # noqa: PLC0415
     from ml_lifecycle.training.data import split_bounds  # noqa: PLC0415
 
     ticker = normalize_ticker(ticker)
@@ -423,24 +425,23 @@ def evaluate_champion(
     champion = current_champion(client, name)
     if champion is None:
         raise ChampionNotFoundError(f"{ticker}: no champion version of {name} in the registry")
-    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}@{CHAMPION_ALIAS}", dst_path=tmp
-        )
-        metadata, network = load_model_dir(Path(local))
-        base = config or load_config()
-        split_config = base.model_copy(update={"lookback": metadata.lookback})
-        with session_factory() as session:
-            bars = read_bars(session, ticker=ticker)
-        mapping = {k: np.asarray(v) for k, v in bars.as_mapping().items()}
-        dates = bars.dates
-        if split_config.history_bars is not None and len(bars) > split_config.history_bars:
-            mapping = {k: v[-split_config.history_bars :] for k, v in mapping.items()}
-            dates = dates[-split_config.history_bars :]
-        bounds = split_bounds(len(dates), split_config, ticker=ticker)
-        after_train = sum(1 for d in dates if d <= metadata.last_train_date)
-        start = max(bounds.val_end, after_train, metadata.lookback)
-        predicted = predict_next_closes(metadata, network, mapping, start=start, stop=len(dates))
+    loaded = load_version(client, name, str(champion.version))
+    metadata = loaded.metadata
+    forecaster = Forecaster.from_onnx(metadata, loaded.onnx_bytes)
+    base = config or load_config()
+    split_config = base.model_copy(update={"lookback": metadata.lookback})
+    with session_factory() as session:
+        bars = read_bars(session, ticker=ticker)
+    mapping = {k: np.asarray(v) for k, v in bars.as_mapping().items()}
+    dates = bars.dates
+    if split_config.history_bars is not None and len(bars) > split_config.history_bars:
+        mapping = {k: v[-split_config.history_bars :] for k, v in mapping.items()}
+        dates = dates[-split_config.history_bars :]
+    bounds = split_bounds(len(dates), split_config, ticker=ticker)
+    after_train = sum(1 for d in dates if d <= metadata.last_train_date)
+    start = max(bounds.val_end, after_train, metadata.lookback)
+    origins = np.arange(start - 1, len(dates) - 1)
+    predicted = forecaster.forecast_paths(mapping, origins, 1).closes[:, 0]
     close = mapping["close"].astype(np.float64)
     evaluation = evaluate_forecast(
         actual=close[start:],

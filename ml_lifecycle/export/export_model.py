@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from common.forecasting import Forecaster
 from common.model_contract import (
     METRIC_TAG_PREFIX,
     TICKER_TAG,
@@ -56,7 +57,9 @@ def keras_predict(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.floa
     return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
-def export_onnx(model: Any, path: Path, sample: npt.NDArray[np.float32]) -> float:
+def export_onnx(
+    model: Any, path: Path, sample: npt.NDArray[np.float32], metadata: ModelMetadata
+) -> float:
     """Export ``model`` to ONNX at ``path`` and check it against Keras on ``sample``.
 
     The model is called once first (Keras needs built shapes), then exported with
@@ -66,6 +69,7 @@ def export_onnx(model: Any, path: Path, sample: npt.NDArray[np.float32]) -> floa
         model: a built ``keras.Model``.
         path: destination ``.onnx`` file.
         sample: scaled real windows ``(n, lookback, n_features)`` to compare on.
+        metadata: the version's metadata (the ONNX model is opened as it will be served).
 
     Returns:
         The largest absolute difference between ONNX and Keras outputs.
@@ -73,11 +77,10 @@ def export_onnx(model: Any, path: Path, sample: npt.NDArray[np.float32]) -> floa
     Raises:
         OnnxMismatchError: if that difference exceeds :data:`ONNX_TOLERANCE`.
     """
-    from ml_lifecycle.inference import OnnxNetwork  # noqa: PLC0415
-
     model(sample[:1])
     model.export(str(path), format="onnx", verbose=False)
-    diff = float(np.max(np.abs(OnnxNetwork(path)(sample) - keras_predict(model, sample))))
+    onnx_out = np.asarray(Forecaster.from_onnx(metadata, str(path)).network(sample)).reshape(-1)
+    diff = float(np.max(np.abs(onnx_out - keras_predict(model, sample))))
     if not diff <= ONNX_TOLERANCE:
         raise OnnxMismatchError(f"ONNX export differs from Keras by {diff:.2e} > {ONNX_TOLERANCE}")
     return diff
@@ -140,7 +143,7 @@ def log_model_version(
     meta_path = work_dir / "metadata.json"
     meta_path.write_text(metadata.model_dump_json(indent=2), encoding="utf-8")
     onnx_path = work_dir / "model.onnx"
-    diff = export_onnx(keras_model, onnx_path, onnx_sample)
+    diff = export_onnx(keras_model, onnx_path, onnx_sample, metadata)
     keras_path = work_dir / "model.keras"
     keras_model.save(keras_path)
     artifacts = {"metadata": str(meta_path), "onnx": str(onnx_path), "keras": str(keras_path)}

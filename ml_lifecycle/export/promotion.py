@@ -8,15 +8,15 @@ MASE is lower than the current champion's, re-evaluated on the *same* test windo
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from common.forecasting import Forecaster
 from common.model_contract import CHAMPION_ALIAS
+from common.registry import load_champion
 from ml_lifecycle.evaluation.metrics import mase
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def current_champion(client: Any, name: str) -> Any | None:
 
 
 def champion_test_mase(
+    client: Any,
     name: str,
     *,
     bars: dict[str, npt.NDArray[Any]],
@@ -54,23 +55,16 @@ def champion_test_mase(
 ) -> float:
     """Test MASE of the current champion on target bars ``[start, stop)`` of ``bars``.
 
-    Downloads ``models:/<name>@champion`` and predicts through its ONNX artifact, with its
-    own lookback, features and scalers.
+    Loads the champion with :func:`common.registry.load_champion` and forecasts through
+    its ONNX artifact, with its own lookback, features, scalers and combination.
 
     Raises:
-        MlflowException: the champion's artifacts cannot be downloaded.
+        RegistryReadError / MlflowException: the champion's artifacts cannot be loaded.
         ValueError: the champion's lookback does not fit before ``start``.
     """
-    import mlflow  # noqa: PLC0415
-
-    from ml_lifecycle.inference import load_model_dir, predict_next_closes  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}@{CHAMPION_ALIAS}", dst_path=tmp
-        )
-        metadata, network = load_model_dir(Path(local))
-        predicted = predict_next_closes(metadata, network, bars, start=start, stop=stop)
+    loaded = load_champion(client, name)
+    forecaster = Forecaster.from_onnx(loaded.metadata, loaded.onnx_bytes)
+    predicted = forecaster.forecast_paths(bars, np.arange(start - 1, stop - 1), 1).closes[:, 0]
     actual = np.asarray(bars["close"], dtype=np.float64)[start:stop]
     return mase(actual, predicted, in_sample=in_sample)
 
@@ -105,7 +99,9 @@ def decide(
         return GateDecision(True, "no champion yet")
     version = str(champion.version)
     try:
-        old = champion_test_mase(name, bars=bars, start=start, stop=stop, in_sample=in_sample)
+        old = champion_test_mase(
+            client, name, bars=bars, start=start, stop=stop, in_sample=in_sample
+        )
     except Exception as exc:
         logger.warning("champion v%s of %s could not be re-evaluated: %s", version, name, exc)
         reason = f"champion v{version} could not be re-evaluated ({exc}); replacing it"

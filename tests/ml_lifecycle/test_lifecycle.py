@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from common.features import scale, window_features
+from common.forecasting import Forecaster
 from common.model_contract import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
@@ -27,7 +29,6 @@ from common.model_contract import (
 )
 from common.price_store import Bars
 from ml_lifecycle.export.promotion import decide
-from ml_lifecycle.inference import OnnxNetwork, predict_next_closes, scaled_windows
 from ml_lifecycle.training.data import InsufficientBarsError, prepare_data
 from ml_lifecycle.training.train import train_network
 from ml_lifecycle.workflow import TickerTrainSummary, evaluate_champion, train_and_register
@@ -97,10 +98,13 @@ def test_champion_uri_holds_metadata_onnx_and_keras(champion_dir, champion):
 
 def test_keras_and_onnx_from_champion_agree_on_real_windows(champion_dir, petr_bars: Bars):
     metadata = ModelMetadata.model_validate_json((champion_dir / METADATA_ARTIFACT).read_text())
-    x = scaled_windows(metadata, petr_bars.as_mapping())[-300:]
+    fs = metadata.feature_scaler
+    windows = window_features(petr_bars.as_mapping(), metadata.lookback, metadata.features)
+    x = scale(windows[-300:], fs.mean, fs.scale).astype(np.float32)
     keras_model = keras.saving.load_model(champion_dir / KERAS_ARTIFACT)
     from_keras = np.asarray(keras_model.predict(x, verbose=0)).reshape(-1)
-    from_onnx = OnnxNetwork(champion_dir / ONNX_ARTIFACT)(x)
+    onnx = Forecaster.from_onnx(metadata, str(champion_dir / ONNX_ARTIFACT))
+    from_onnx = np.asarray(onnx.network(x)).reshape(-1)
     assert from_onnx.shape == (300,)
     assert np.max(np.abs(from_keras - from_onnx)) <= 1e-4
     assert np.std(from_onnx) > 0  # real, varying forecasts, not a constant
@@ -124,14 +128,10 @@ def test_pyfunc_from_champion_predicts_the_next_close_from_raw_bars(
     assert row["last_bar_date"] == str(petr_bars.dates[-1])
     assert row["last_close"] == pytest.approx(petr_bars.close[-1])
     metadata = ModelMetadata.model_validate_json((champion_dir / METADATA_ARTIFACT).read_text())
-    bars = petr_bars.as_mapping()
-    n = len(petr_bars)
-    # the same forecast, computed from the artifacts, for "bar n" (the day after the last bar)
-    extended = {k: np.append(np.asarray(v, dtype=np.float64), np.nan) for k, v in bars.items()}
-    expected = predict_next_closes(
-        metadata, OnnxNetwork(champion_dir / ONNX_ARTIFACT), extended, start=n, stop=n + 1
-    )
-    assert row["predicted_close"] == pytest.approx(expected[0], rel=1e-6)
+    # the same forecast, computed from the artifacts, for the day after the last bar
+    onnx = Forecaster.from_onnx(metadata, str(champion_dir / ONNX_ARTIFACT))
+    expected = onnx.forecast_paths(petr_bars.as_mapping(), [len(petr_bars) - 1], 1).closes
+    assert row["predicted_close"] == pytest.approx(expected[0, 0], rel=1e-6)
     assert abs(row["predicted_close"] / row["last_close"] - 1) < 0.2
     with pytest.raises(Exception, match="lookback"):
         model.predict(frame.tail(5))

@@ -214,6 +214,10 @@ async def _respond(
             "model_name": model.name,
             "model_version": model.version,
             "latency_ms": latency_ms,
+            "lower_80": None,
+            "upper_80": None,
+            "lower_95": None,
+            "upper_95": None,
         }
         for step, point in enumerate(points, start=1)
     ]
