@@ -44,7 +44,7 @@ def metadata(*, weight: float = 1.0, drift: float = 0.0, **extra: object) -> Mod
         last_train_date=dt.date(2020, 1, 1),
         last_bar_date=dt.date(2020, 1, 1),
         combination=Combination(weight=weight, drift=drift),
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

@@ -213,6 +213,7 @@ def test_ml_schedule_once_trains_and_registers_a_champion(
     assert "with exit status 0" in result.stderr
     summary = json.loads(result.stdout)
     assert [t["ticker"] for t in summary["tickers"]] == ["PETR4.SA"]
-    from ml_lifecycle.workflow import has_champion  # noqa: PLC0415
+    from ml_lifecycle.registry import has_champion  # noqa: PLC0415
+    from ml_lifecycle.tracking import Tracking  # noqa: PLC0415
 
-    assert has_champion(ticker="PETR4.SA", tracking_uri=tracking_uri)
+    assert has_champion(Tracking(tracking_uri).client(), "stock-lstm-PETR4.SA")

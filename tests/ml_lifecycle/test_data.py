@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from common.price_store import Bars, read_bars
-from ml_lifecycle.training.config import DEFAULT_CONFIG_PATH, ConfigError, TrainConfig, load_config
-from ml_lifecycle.training.data import (
-    InsufficientBarsError,
+from ml_lifecycle.config import DEFAULT_CONFIG_PATH, TrainConfig, load_config
+from ml_lifecycle.data import (
     fit_scaler,
     prepare_data,
     segment_windows,
     split_bounds,
 )
+from ml_lifecycle.exceptions import ConfigError, InsufficientBarsError
 from tests.ml_lifecycle.conftest import TINY_BARS, TINY_TICKER, tiny_config
 
 pytestmark = pytest.mark.postgres

@@ -18,13 +18,10 @@ from mlflow.pyfunc.model import PythonModel
 from common.features import required_columns
 from common.forecasting import Forecaster
 from common.model_contract import ModelMetadata
+from ml_lifecycle.exceptions import InsufficientInputError
 
 #: Columns of the pyfunc's output DataFrame (one row per call).
 OUTPUT_COLUMNS = ("last_bar_date", "last_close", "predicted_log_return", "predicted_close")
-
-
-class InsufficientInputError(ValueError):
-    """The input has fewer bars than the model's lookback, or lacks a needed column."""
 
 
 class LstmForecaster(PythonModel):
