@@ -174,7 +174,7 @@ class BacktestResult:
         dates / close: every bar's date and close ``(n_bars,)``.
         folds: per-fold forecasts.
         horizon: steps forecast from each origin.
-        in_sample_scale_close: closes before the first fold (MASE's scale).
+        in_sample_close: closes of the first fold's fit window (MASE's scale).
         last_weights: the last fold's network weights (a warm start for the final fit).
         metrics: pooled metrics (see :func:`score`); fold_metrics: one dict per fold.
         seconds: wall time; train_seconds: sum of the folds' fit times.
@@ -265,7 +265,7 @@ def walk_forward(
         close=close,
         folds=[],
         horizon=horizon,
-        in_sample_close=close[: starts[0]],
+        in_sample_close=close[max(0, starts[0] - (config.history_bars or starts[0])) : starts[0]],
     )
     weights: list[Any] | None = None
     for index, start in enumerate(starts, start=1):
@@ -317,8 +317,8 @@ def score(result: BacktestResult, folds: Sequence[FoldForecasts]) -> dict[str, f
     """Metrics of the one-step forecasts of ``folds`` and interval coverage of every step.
 
     Point metrics (Hyndman & Koehler 2006; fpp3 §5.8): ``mae``/``rmse`` (listing currency),
-    ``mape`` (percent), ``mase`` (scaled by the in-sample one-step naive MAE of the closes
-    before the first fold), ``relative_mae`` (MAE / naive MAE), ``relative_mae_drift`` (MAE /
+    ``mape`` (percent), ``mase`` (scaled by the in-sample one-step naive MAE of the first
+    fold's fit window), ``relative_mae`` (MAE / naive MAE), ``relative_mae_drift`` (MAE /
     MAE of the random walk with drift, fpp3 §5.2, drift = mean log return of the fold's fit
     window), ``directional_accuracy`` and ``up_days`` (percent), ``dm_statistic`` /
     ``dm_pvalue`` (HLN-corrected Diebold-Mariano on absolute errors vs naive; negative

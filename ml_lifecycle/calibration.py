@@ -89,7 +89,9 @@ def calibrate_intervals(
     step's quantiles at the levels of :data:`LEVEL_GRID` use the finite-sample rank of
     :func:`~common.forecasting.conformal_quantile` (split conformal; Vovk et al. 2005).
     Steps with fewer than :data:`MIN_CALIBRATION_SCORES` scores are left out (serving
-    extrapolates them).
+    extrapolates them). The quantiles are then made non-decreasing over the steps (running
+    maximum): the uncertainty of a later close is never below an earlier one's, so sampling
+    noise of a short validation window cannot make a later interval narrower.
 
     Args:
         paths: forecasts from ``origins`` (combination applied), ``(n, horizon)``.
@@ -118,9 +120,10 @@ def calibrate_intervals(
         raise ValueError(
             f"interval calibration needs >= {MIN_CALIBRATION_SCORES} validation forecasts"
         )
+    monotone = np.maximum.accumulate(np.asarray(quantiles), axis=0)
     return IntervalCalibration(
         ewma_lambda=ewma_lambda,
         levels=list(LEVEL_GRID),
-        quantiles=quantiles,
+        quantiles=monotone.tolist(),
         n_calibration=n_first,
     )
