@@ -39,7 +39,7 @@ import numpy.typing as npt
 from app.core.exceptions import ModelNotFoundError
 from app.core.monitoring import INFERENCE_LATENCY, MODEL_VERSION_LOADED
 from common.features import CLOSE_ONLY_FEATURES
-from common.forecasting import Forecaster, ModelLoadError
+from common.forecasting import Forecaster, ModelLoadError, interval_bounds
 from common.model_contract import CHAMPION_ALIAS, REGISTERED_MODEL_PREFIX, ModelMetadata
 from common.registry import load_version
 
@@ -58,11 +58,15 @@ class Forecast:
         closes: predicted closes, shape ``(horizon,)``, listing currency.
         log_returns: predicted next-bar log returns, shape ``(horizon,)``.
         inference_seconds: time spent in the network's forward passes, seconds.
+        lower / upper: interval bounds ``(n_levels, horizon)`` for the model's
+            :attr:`ServedModel.served_levels` (None without calibration).
     """
 
     closes: FloatArray
     log_returns: FloatArray
     inference_seconds: float
+    lower: FloatArray | None = None
+    upper: FloatArray | None = None
 
 
 @dataclass(eq=False)
@@ -81,6 +85,7 @@ class ServedModel:
     metadata: ModelMetadata
     forecaster: Forecaster
     loaded_at: dt.datetime
+    interval_levels: tuple[float, ...] = ()
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -96,6 +101,20 @@ class ServedModel:
     @functools.cached_property
     def _inference_latency(self) -> Any:
         return INFERENCE_LATENCY.labels(ticker=self.ticker)
+
+    @property
+    def served_levels(self) -> tuple[float, ...]:
+        """The interval levels this model serves: the configured ones if it is calibrated."""
+        return self.interval_levels if self.metadata.intervals is not None else ()
+
+    def _quantiles(self, horizon: int) -> FloatArray | None:
+        """Conformal quantiles ``(n_levels, horizon)``, computed once per horizon."""
+        key = f"interval-quantiles:{horizon}"
+        if key not in self.memo:
+            q = self.forecaster.step_quantiles(self.interval_levels, horizon)
+            self.memo[key] = q
+        quantiles: FloatArray | None = self.memo[key]
+        return quantiles
 
     def forecast(self, bars: Mapping[str, npt.ArrayLike], horizon: int) -> Forecast:
         """Predict ``horizon`` closes after the last bar, feeding predictions back in.
@@ -117,17 +136,32 @@ class ServedModel:
             raise ValueError(f"need {self.lookback} bars, got {n_bars}")
         paths = self.forecaster.forecast_paths(bars, (n_bars - 1,), horizon)
         self._inference_latency.observe(paths.inference_seconds)
+        quantiles = self._quantiles(horizon)
+        lower = upper = None
+        if quantiles is not None:
+            low, high = interval_bounds(paths, quantiles)
+            lower, upper = low[:, 0, :], high[:, 0, :]
         return Forecast(
             closes=paths.closes[0],
             log_returns=paths.log_returns[0],
             inference_seconds=paths.inference_seconds,
+            lower=lower,
+            upper=upper,
         )
 
 
 def build_served_model(
-    *, name: str, version: str, metadata: ModelMetadata, onnx_bytes: bytes
+    *,
+    name: str,
+    version: str,
+    metadata: ModelMetadata,
+    onnx_bytes: bytes,
+    interval_levels: tuple[float, ...] = (80.0, 95.0),
 ) -> ServedModel:
     """An in-memory model from its metadata and ONNX bytes, checked with one forward pass.
+
+    ``interval_levels`` (percent) are the prediction intervals its forecasts carry when its
+    metadata holds an interval calibration.
 
     Raises:
         ModelLoadError: unsupported target, scaler lengths not matching the features, or an
@@ -144,6 +178,7 @@ def build_served_model(
         metadata=metadata,
         forecaster=forecaster,
         loaded_at=dt.datetime.now(dt.UTC),
+        interval_levels=tuple(interval_levels),
     )
 
 
@@ -159,9 +194,16 @@ class ReloadReport:
 class Predictor:
     """The champions being served, by ticker, refreshed from the MLflow registry."""
 
-    def __init__(self, *, tracking_uri: str, registry_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        registry_uri: str | None = None,
+        interval_levels: tuple[float, ...] = (80.0, 95.0),
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
+        self.interval_levels = tuple(interval_levels)
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -234,7 +276,11 @@ class Predictor:
         except Exception as exc:
             raise ModelLoadError(str(exc)) from exc
         return build_served_model(
-            name=name, version=version, metadata=loaded.metadata, onnx_bytes=loaded.onnx_bytes
+            name=name,
+            version=version,
+            metadata=loaded.metadata,
+            onnx_bytes=loaded.onnx_bytes,
+            interval_levels=self.interval_levels,
         )
 
     def reload(self) -> ReloadReport:
