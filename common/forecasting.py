@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from common.features import FloatArray, features_of_windows, required_columns
+from common.exceptions import ModelLoadError
+from common.features import PRICE_COLUMNS, FloatArray, features_of_windows, required_columns
 from common.model_contract import IntervalCalibration, ModelMetadata
 
 #: RiskMetrics' decay of the EWMA variance of daily returns (J.P. Morgan, RiskMetrics 1996).
@@ -41,10 +42,6 @@ MIN_SIGMA = 1e-6
 
 #: Maps scaled windows ``(batch, lookback, n_features)`` float32 to scaled outputs ``(batch,)``.
 Network = Callable[[npt.NDArray[np.float32]], npt.ArrayLike]
-
-
-class ModelLoadError(RuntimeError):
-    """A model's ONNX graph or metadata cannot be used to forecast."""
 
 
 def ewma_volatility(closes: npt.ArrayLike, lam: float = EWMA_LAMBDA) -> FloatArray:
@@ -227,8 +224,10 @@ class Forecaster:
                 r = self.weight * (self.network_log_returns(window) - self.drift)
                 inference += time.perf_counter() - began
             ratio = np.exp(r)
-            for buffer in buffers.values():
-                buffer[:, end] = buffer[:, end - 1] * ratio
+            for column, buffer in buffers.items():
+                # a synthetic bar: the last bar's prices times exp(r), its volume unchanged
+                step_ratio = ratio if column in PRICE_COLUMNS else 1.0
+                buffer[:, end] = buffer[:, end - 1] * step_ratio
             returns[:, step] = r
         return ForecastPaths(
             log_returns=returns,

@@ -8,11 +8,11 @@ functions, so importing this module costs nothing.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from common.exceptions import RegistryReadError
 from common.model_contract import (
     CHAMPION_ALIAS,
     METADATA_ARTIFACT,
@@ -24,10 +24,6 @@ logger = logging.getLogger(__name__)
 
 #: MLflow error codes meaning "no such alias / model".
 _MISSING = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
-
-
-class RegistryReadError(RuntimeError):
-    """A model version's artifacts cannot be resolved, downloaded or parsed."""
 
 
 class LoadedVersion(NamedTuple):
@@ -71,9 +67,6 @@ def load_version(client: Any, name: str, version: str) -> LoadedVersion:
     """
     from mlflow.artifacts import download_artifacts  # noqa: PLC0415
 
-    # no progress bars in logs (an explicit setting wins); set once, it is process-wide
-    if "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ:
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     label = f"models:/{name}/{version}"
     try:
         root = str(client.get_model_version_download_uri(name, version)).rstrip("/")

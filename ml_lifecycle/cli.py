@@ -117,6 +117,24 @@ def build_parser(settings: MLSettings) -> argparse.ArgumentParser:
         "--horizon", type=int, default=1, help="steps forecast from each origin (default 1)"
     )
 
+    tune = sub.add_parser(
+        "tune", help="Optuna search (TPE, median pruning) scored on validation folds only"
+    )
+    _add_config_options(tune, settings)
+    tune.add_argument("--trials", type=int, default=20, help="maximum trials (default 20)")
+    tune.add_argument(
+        "--timeout", type=float, default=None, help="seconds after which no trial starts"
+    )
+    tune.add_argument(
+        "--validation-folds", type=int, default=3, help="validation folds per trial (default 3)"
+    )
+    tune.add_argument(
+        "--output",
+        type=Path,
+        default=Path("var/tuned.yaml"),
+        help="where the best config is written, for `train --config` (default var/tuned.yaml)",
+    )
+
     evaluate = sub.add_parser("evaluate", help="re-evaluate each champion on the latest data")
     add_tickers_option(evaluate, settings.tickers)
 
@@ -290,6 +308,38 @@ def _backtest(args: argparse.Namespace, session_factory: Any, tracking: Tracking
     return _each_ticker(args, tracking, run)
 
 
+def _tune(args: argparse.Namespace, session_factory: Any, tracking: Tracking) -> int:
+    from ml_lifecycle.tune import result_dict, tune  # noqa: PLC0415
+
+    config = _load_config(args)
+    if args.trials < 1 or args.validation_folds < 1:
+        print("error: --trials and --validation-folds must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    from common.exceptions import InvalidTickerError  # noqa: PLC0415
+    from ml_lifecycle.exceptions import InsufficientBarsError  # noqa: PLC0415
+
+    try:
+        result = tune(
+            session_factory=session_factory,
+            tickers=list(args.tickers),
+            base=config,
+            tracking=tracking,
+            trials=args.trials,
+            timeout=args.timeout,
+            output=args.output,
+            validation_folds=args.validation_folds,
+        )
+    except (InvalidTickerError, InsufficientBarsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TICKER_FAILED
+    print(json.dumps(result_dict(result), indent=2, default=str))
+    logger.info(
+        "best validation relative MAE %.4f (default config %.4f) in %.0f s; config: %s",
+        result.best_score, result.baseline_score, result.seconds, result.config_path,
+    )  # fmt: skip
+    return EXIT_OK
+
+
 def _evaluate(args: argparse.Namespace, session_factory: Any, tracking: Tracking) -> int:
     from ml_lifecycle.evaluate import evaluate_champion  # noqa: PLC0415
     from ml_lifecycle.exceptions import ChampionNotFoundError, InsufficientBarsError  # noqa: PLC0415
@@ -363,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = create_db_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     logger.info("price store %s, MLflow %s", redact_url(settings.database_url), tracking.uri)
-    commands = {"train": _train, "backtest": _backtest, "evaluate": _evaluate}
+    commands = {"train": _train, "backtest": _backtest, "tune": _tune, "evaluate": _evaluate}
     try:
         return commands[args.command](args, session_factory, tracking)
     except ConfigError as exc:

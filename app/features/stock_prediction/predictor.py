@@ -38,8 +38,9 @@ import numpy.typing as npt
 
 from app.core.exceptions import ModelNotFoundError
 from app.core.monitoring import INFERENCE_LATENCY, MODEL_VERSION_LOADED
+from common.exceptions import ModelLoadError
 from common.features import CLOSE_ONLY_FEATURES
-from common.forecasting import Forecaster, ModelLoadError, interval_bounds
+from common.forecasting import Forecaster, interval_bounds
 from common.model_contract import CHAMPION_ALIAS, REGISTERED_MODEL_PREFIX, ModelMetadata
 from common.registry import load_version
 
