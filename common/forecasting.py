@@ -100,13 +100,13 @@ class ForecastPaths:
     Attributes:
         log_returns: predicted log returns ``(n, horizon)``, combination applied.
         closes: predicted closes ``(n, horizon)``, listing currency.
-        sigma: EWMA volatility of each origin's window ``(n,)``.
+        sigma: EWMA volatility of each origin's window ``(n,)`` (None when not computed).
         inference_seconds: time spent in the network, seconds.
     """
 
     log_returns: FloatArray
     closes: FloatArray
-    sigma: FloatArray
+    sigma: FloatArray | None
     inference_seconds: float
 
 
@@ -129,6 +129,10 @@ class Forecaster:
         self.ewma_lambda = (
             metadata.intervals.ewma_lambda if metadata.intervals is not None else EWMA_LAMBDA
         )
+        # per-model constants, so a forecast allocates only its own buffers
+        self._offsets = np.arange(-self.lookback + 1, 1)
+        weights = self.ewma_lambda ** np.arange(self.lookback - 2, -1, -1, dtype=np.float64)
+        self._ewma_weights = weights / weights.sum()
 
     @classmethod
     def from_onnx(cls, metadata: ModelMetadata, onnx: bytes | str) -> Forecaster:
@@ -178,7 +182,12 @@ class Forecaster:
         return result
 
     def forecast_paths(
-        self, bars: Mapping[str, npt.ArrayLike], origins: npt.ArrayLike, horizon: int
+        self,
+        bars: Mapping[str, npt.ArrayLike],
+        origins: npt.ArrayLike,
+        horizon: int,
+        *,
+        with_sigma: bool = True,
     ) -> ForecastPaths:
         """Forecast ``horizon`` closes after each origin bar, feeding forecasts back in.
 
@@ -188,9 +197,11 @@ class Forecaster:
             origins: indices of the last known bar of each forecast ``(n,)``,
                 each ``>= lookback - 1``.
             horizon: steps (trading days) to forecast, ``>= 1``.
+            with_sigma: compute each window's EWMA volatility (needed for intervals only).
 
         Returns:
-            :class:`ForecastPaths`; ``closes[i, k]`` forecasts bar ``origins[i] + k + 1``.
+            :class:`ForecastPaths`; ``closes[i, k]`` forecasts bar ``origins[i] + k + 1``
+            (``sigma`` is None when ``with_sigma`` is False).
 
         Raises:
             ValueError: ``horizon < 1`` or an origin without ``lookback`` bars up to it.
@@ -201,17 +212,24 @@ class Forecaster:
         lookback = self.lookback
         if idx.size and (idx.min() < lookback - 1):
             raise ValueError(f"need {lookback} bars up to each origin, got origin {idx.min()}")
-        offsets = idx[:, None] + np.arange(-lookback + 1, 1)
+        single = int(idx[0]) if idx.size == 1 else None
+        offsets = None if single is not None else idx[:, None] + self._offsets
         buffers: dict[str, FloatArray] = {}
         for column in self.columns:
             values = np.asarray(bars[column], dtype=np.float64)
             if idx.size and idx.max() >= len(values):
                 raise ValueError(f"origin {idx.max()} is past the last of {len(values)} bars")
             buffer = np.empty((idx.size, lookback + horizon), dtype=np.float64)
-            buffer[:, :lookback] = values[offsets]
+            if single is not None:  # the API's case: a slice, no fancy indexing
+                buffer[0, :lookback] = values[single - lookback + 1 : single + 1]
+            else:
+                buffer[:, :lookback] = values[offsets]
             buffers[column] = buffer
         close = buffers["close"]
-        sigma = ewma_volatility(close[:, :lookback], self.ewma_lambda)
+        sigma = None
+        if with_sigma:
+            r = np.diff(np.log(close[:, :lookback]), axis=1)
+            sigma = np.maximum(np.sqrt((r * r) @ self._ewma_weights), MIN_SIGMA)
         returns = np.empty((idx.size, horizon), dtype=np.float64)
         inference = 0.0
         for step in range(horizon):
@@ -258,7 +276,12 @@ def interval_bounds(paths: ForecastPaths, quantiles: FloatArray) -> tuple[FloatA
 
     ``close * exp(-+ q[level, step] * sigma)``: symmetric in log price, so the bounds stay
     positive and the interval of a step widens with its conformal quantile.
+
+    Raises:
+        ValueError: ``paths`` were computed without ``sigma``.
     """
+    if paths.sigma is None:
+        raise ValueError("interval bounds need forecast paths computed with_sigma=True")
     spread = np.exp(quantiles[:, None, :] * paths.sigma[None, :, None])
     closes = paths.closes[None, :, :]
     return closes / spread, closes * spread

@@ -105,6 +105,9 @@ def calibrate_intervals(
     Raises:
         ValueError: not even step 1 has enough scores.
     """
+    if paths.sigma is None:
+        raise ValueError("interval calibration needs forecast paths computed with_sigma=True")
+    sigma = paths.sigma
     c = np.asarray(close, dtype=np.float64)
     o = np.asarray(origins, dtype=np.int64)
     quantiles: list[list[float]] = []
@@ -113,7 +116,7 @@ def calibrate_intervals(
         ok = o + step < len(c)
         if ok.sum() < MIN_CALIBRATION_SCORES:
             break
-        scores = np.abs(np.log(c[o[ok] + step] / paths.closes[ok, step - 1])) / paths.sigma[ok]
+        scores = np.abs(np.log(c[o[ok] + step] / paths.closes[ok, step - 1])) / sigma[ok]
         n_first = n_first or int(ok.sum())
         quantiles.append([conformal_quantile(scores, level) for level in LEVEL_GRID])
     if not quantiles:

@@ -135,9 +135,11 @@ class ServedModel:
         n_bars = len(bars["close"])  # type: ignore[arg-type]
         if n_bars < self.lookback:
             raise ValueError(f"need {self.lookback} bars, got {n_bars}")
-        paths = self.forecaster.forecast_paths(bars, (n_bars - 1,), horizon)
-        self._inference_latency.observe(paths.inference_seconds)
         quantiles = self._quantiles(horizon)
+        paths = self.forecaster.forecast_paths(
+            bars, (n_bars - 1,), horizon, with_sigma=quantiles is not None
+        )
+        self._inference_latency.observe(paths.inference_seconds)
         lower = upper = None
         if quantiles is not None:
             low, high = interval_bounds(paths, quantiles)
