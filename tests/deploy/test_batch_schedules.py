@@ -193,7 +193,9 @@ def test_ml_schedule_once_trains_and_registers_a_champion(
     )  # fmt: skip
     assert ingest.returncode == 0, ingest.stderr
     tiny = tmp_path / "tiny.yaml"
-    tiny.write_text("lookback: 20\nunits: 8\nepochs: 2\nhistory_bars: 800\n")
+    tiny.write_text(
+        "lookback: 20\nunits: 8\nepochs: 2\nhistory_bars: 800\nfolds: 2\nfold_bars: 30\n"
+    )
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = subprocess.run(
         [sys.executable, "-m", "ml_lifecycle", "schedule", "--once"],
