@@ -80,9 +80,10 @@ def _add_config_options(command: argparse.ArgumentParser, settings: MLSettings) 
     )
 
 
-def build_parser(settings: MLSettings) -> argparse.ArgumentParser:
-    """The argument parser (sub-commands ``train``, ``backtest``, ``evaluate``, ``report``,
-    ``schedule``)."""
+def build_parser(settings: MLSettings | None = None) -> argparse.ArgumentParser:
+    """The argument parser (sub-commands ``train``, ``backtest``, ``tune``, ``evaluate``,
+    ``report``, ``schedule``); defaults come from ``settings`` (default: the process's)."""
+    settings = settings or get_settings()
     parser = argparse.ArgumentParser(prog="python -m ml_lifecycle", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
