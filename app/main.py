@@ -110,7 +110,9 @@ def create_app(
         served = (
             predictor
             if predictor is not None
-            else Predictor(tracking_uri=active.mlflow_tracking_uri)
+            else Predictor(
+                tracking_uri=active.mlflow_tracking_uri, interval_levels=active.interval_levels
+            )
         )
         session_factory = make_session_factory(engine)
         log_writer = PredictionLogWriter(create_async_db_engine(active.database_url))

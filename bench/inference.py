@@ -16,14 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from common.model_contract import (
-    CHAMPION_ALIAS,
-    KERAS_ARTIFACT,
-    METADATA_ARTIFACT,
-    ONNX_ARTIFACT,
-    ModelMetadata,
-    registered_model_name,
-)
+from common.model_contract import KERAS_ARTIFACT, registered_model_name
+from common.registry import load_champion
 
 logger = logging.getLogger(__name__)
 
@@ -61,33 +55,23 @@ def measure(tracking_uri: str, ticker: str) -> list[InferenceTiming]:
 
     name = registered_model_name(ticker)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    version = client.get_model_version_by_alias(name, CHAMPION_ALIAS).version
+    version, metadata, onnx_bytes = load_champion(client, name)
+    served = build_served_model(
+        name=name, version=version, metadata=metadata, onnx_bytes=onnx_bytes
+    )
     root = str(client.get_model_version_download_uri(name, version)).rstrip("/")
     with tempfile.TemporaryDirectory(prefix="stockcast-bench-") as tmp:
-        paths = {
-            a: Path(
-                download_artifacts(
-                    artifact_uri=f"{root}/{a}", dst_path=tmp, tracking_uri=tracking_uri
-                )
-            )
-            for a in (METADATA_ARTIFACT, ONNX_ARTIFACT, KERAS_ARTIFACT)
-        }
-        metadata = ModelMetadata.model_validate_json(paths[METADATA_ARTIFACT].read_text())
-        served = build_served_model(
-            name=name,
-            version=str(version),
-            metadata=metadata,
-            onnx_bytes=paths[ONNX_ARTIFACT].read_bytes(),
+        keras_path = download_artifacts(
+            artifact_uri=f"{root}/{KERAS_ARTIFACT}", dst_path=tmp, tracking_uri=tracking_uri
         )
-        network = keras.models.load_model(paths[KERAS_ARTIFACT])
+        network = keras.models.load_model(Path(keras_path))
     rng = np.random.default_rng(0)
     timings: list[InferenceTiming] = []
     for batch in BATCHES:
         x = rng.standard_normal((batch, metadata.lookback, len(metadata.features))).astype(
             np.float32
         )
-        feed = {served.input_name: x}
-        onnx_us = _per_window_us(lambda feed=feed: served.session.run(None, feed), batch)
+        onnx_us = _per_window_us(lambda x=x: served.forecaster.network(x), batch)
         timings.append(InferenceTiming("onnxruntime (served)", batch, onnx_us))
         network.predict(x, verbose=0)  # build the predict function once
         keras_us = _per_window_us(

@@ -1,4 +1,4 @@
-"""The errors of the shared contract: the database, ticker symbols, feature names."""
+"""The errors of the shared contract: the database, ticker symbols, feature names, models."""
 
 from __future__ import annotations
 
@@ -19,3 +19,11 @@ class InvalidTickerError(ValueError):
 
 class UnknownFeatureError(ValueError):
     """A feature name that :data:`common.features.FEATURE_COLUMNS` does not define."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model's ONNX graph or metadata cannot be used to forecast."""
+
+
+class RegistryReadError(RuntimeError):
+    """A model version's artifacts cannot be resolved, downloaded or parsed."""

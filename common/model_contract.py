@@ -62,6 +62,56 @@ class ScalerParams(BaseModel):
     scale: list[float]
 
 
+class Combination(BaseModel):
+    """Forecast combination of the network with the naive forecast (Bates & Granger 1969).
+
+    The served log return is ``w * (r_net - drift)``: ``drift`` is the network's mean
+    predicted log return over its training windows (the up-drift it memorised), ``w`` the
+    shrinkage toward the naive forecast (``r = 0``), fit on validation windows only as
+    ``clip(sum(c * r) / sum(c^2), 0, 1)`` with ``c = r_net - drift`` (the least-squares
+    combination weight without intercept; Timmermann 2006, "Forecast combinations",
+    Handbook of Economic Forecasting 1, §2), and set to 0 unless the combined forecast beats
+    naive on validation by a one-sided Diebold-Mariano test. ``w = 0``: exactly the naive
+    forecast. The defaults (``w = 1, drift = 0``) are the raw network, as older versions served.
+
+    Attributes:
+        weight: ``w`` in ``[0, 1]``.
+        drift: log return per bar.
+        fitted_weight: the least-squares ``w`` before the significance test.
+        validation_pvalue: the test's p-value (None when not fitted).
+        n_validation: validation windows the weight was fit on.
+    """
+
+    weight: float = Field(default=1.0, ge=0.0, le=1.0)
+    drift: float = 0.0
+    fitted_weight: float | None = None
+    validation_pvalue: float | None = None
+    n_validation: int = 0
+
+
+class IntervalCalibration(BaseModel):
+    """Normalised split-conformal prediction intervals, per horizon step.
+
+    Scores on validation windows: ``|log(actual / forecast)| / sigma_T`` with ``sigma_T``
+    the EWMA volatility of the window's log returns (:func:`common.forecasting.ewma_volatility`).
+    ``quantiles[k][j]`` is the conformal quantile of step ``k + 1``'s scores at coverage
+    ``levels[j]`` percent (:func:`common.forecasting.conformal_quantile`).
+
+    Attributes:
+        method: a human-readable name of the method.
+        ewma_lambda: decay of the EWMA volatility.
+        levels: grid of coverage levels, percent, increasing.
+        quantiles: ``(n_steps, len(levels))`` score quantiles.
+        n_calibration: scores at step 1.
+    """
+
+    method: str = "normalised split conformal (EWMA volatility scale)"
+    ewma_lambda: float = Field(default=0.94, gt=0.0, lt=1.0)
+    levels: list[float]
+    quantiles: list[list[float]]
+    n_calibration: int = 0
+
+
 class ModelMetadata(BaseModel):
     """What a server needs, besides the network, to predict from raw bars.
 
@@ -77,12 +127,15 @@ class ModelMetadata(BaseModel):
         last_train_date: the last bar date used for fitting (train split end).
         last_bar_date: the last bar date the model saw at all (test split end).
         currency: listing currency of the prices, when known.
-        metrics: test-window metrics of the model (``mae``, ``rmse``, ``mape``, ``mase``,
-            ``r2``, ``directional_accuracy``) and of the naive baseline (``naive_mae`` ...).
         input_distributions: the distribution of each input series (``log_return`` and
             every feature) over the bars the version was built on (up to
             ``last_bar_date``), for drift detection at serving (:mod:`common.drift`); empty
             for versions trained before it was recorded.
+        metrics: walk-forward metrics of the model (``mae``, ``rmse``, ``mape``, ``mase``,
+            ``directional_accuracy``, ``relative_mae`` ...) and of the naive baseline
+            (``naive_mae`` ...).
+        combination: the shrinkage toward the naive forecast, applied when serving.
+        intervals: the conformal calibration of the prediction intervals (None: no intervals).
     """
 
     ticker: str
@@ -96,3 +149,5 @@ class ModelMetadata(BaseModel):
     currency: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     input_distributions: dict[str, InputDistribution] = Field(default_factory=dict)
+    combination: Combination = Field(default_factory=Combination)
+    intervals: IntervalCalibration | None = None

@@ -1,7 +1,11 @@
-"""Command line of the ML lifecycle: ``python -m ml_lifecycle train|evaluate|report|schedule``.
+"""Command line of the ML lifecycle (``stockcast-ml`` or ``python -m ml_lifecycle``):
+``train``, ``backtest``, ``evaluate``, ``report``, ``schedule``.
 
-Progress goes to stderr as log lines (one per epoch, one per ticker); the JSON summary goes
-to stdout. Exit codes: 0 every ticker succeeded, 1 at least one failed, 2 bad usage or
+A thin layer: it parses arguments, builds the settings once and calls the stage modules
+(:mod:`ml_lifecycle.train`, :mod:`ml_lifecycle.backtest`, :mod:`ml_lifecycle.evaluate`,
+:mod:`ml_lifecycle.summary`). Progress goes to stderr as log lines (one per fold, one per
+ticker); the JSON summary goes to stdout. Exit codes: 0 every ticker succeeded, 1 at least
+one failed (including a champion the promotion gate could not re-evaluate), 2 bad usage or
 config, 3 database or MLflow unavailable.
 """
 
@@ -13,16 +17,20 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import OperationalError
 
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.logging_setup import configure_logging
 from common.tickers import add_tickers_option, parse_shard, shard_tickers
-from ml_lifecycle.config import get_settings
+from ml_lifecycle.config import MLSettings, get_settings
+from ml_lifecycle.tracking import Tracking
+
+if TYPE_CHECKING:
+    from ml_lifecycle.summary import TickerTrainSummary
 
 logger = logging.getLogger(__name__)
 
@@ -38,37 +46,51 @@ _OVERRIDES: dict[str, tuple[type, str]] = {
     "batch_size": (int, "windows per gradient step"),
     "patience": (int, "early-stopping patience, epochs"),
     "learning_rate": (float, "Adam learning rate"),
-    "val_fraction": (float, "share of bars for validation"),
-    "test_fraction": (float, "share of bars for testing"),
+    "val_fraction": (float, "share of each fit window's bars for validation"),
     "min_split_windows": (int, "minimum windows per split"),
-    "history_bars": (int, "use only the most recent N bars"),
+    "history_bars": (int, "fit on at most the most recent N bars"),
+    "folds": (int, "walk-forward test folds"),
+    "fold_bars": (int, "bars per walk-forward fold"),
     "seed": (int, "random seed"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (sub-commands ``train``, ``evaluate`` and ``report``)."""
-    settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m ml_lifecycle", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train, evaluate, register and maybe promote")
-    add_tickers_option(train, settings.tickers)
-    train.add_argument(
+def _add_config_options(command: argparse.ArgumentParser, settings: MLSettings) -> None:
+    add_tickers_option(command, settings.tickers)
+    command.add_argument(
         "--config",
         type=Path,
         default=settings.config_path,
-        help="training config YAML (default: ml_lifecycle/training/configs/default.yaml)",
+        help="training config YAML (default: ml_lifecycle/configs/default.yaml)",
     )
     for flag, (kind, text) in _OVERRIDES.items():
-        train.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=text)
-    train.add_argument(
+        command.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=text)
+    command.add_argument(
         "--features",
         nargs="+",
         default=None,
         metavar="FEATURE",
         help="feature names (rel_log_close hl_range oc_return)",
     )
+    command.add_argument(
+        "--reports-dir",
+        type=Path,
+        default=settings.reports_dir,
+        help=f"where the PNG plots are written (default: {settings.reports_dir})",
+    )
+
+
+def build_parser(settings: MLSettings | None = None) -> argparse.ArgumentParser:
+    """The argument parser (sub-commands ``train``, ``backtest``, ``tune``, ``evaluate``,
+    ``report``, ``schedule``); defaults come from ``settings`` (default: the process's)."""
+    settings = settings or get_settings()
+    parser = argparse.ArgumentParser(prog="python -m ml_lifecycle", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train", help="backtest walk-forward, fit, register and maybe promote (the gate)"
+    )
+    _add_config_options(train, settings)
     train.add_argument(
         "--force-promote",
         action="store_true",
@@ -94,11 +116,31 @@ def build_parser() -> argparse.ArgumentParser:
         "than ML_STALE_AFTER_BARS bars behind the store) or drifting (input PSI over the last "
         "ML_DRIFT_WINDOW_BARS bars >= ML_PSI_DRIFT); the training schedule uses it",
     )
-    train.add_argument(
-        "--reports-dir",
+
+    backtest = sub.add_parser(
+        "backtest", help="walk-forward backtest (rolling origin) against the naive forecast"
+    )
+    _add_config_options(backtest, settings)
+    backtest.add_argument(
+        "--horizon", type=int, default=1, help="steps forecast from each origin (default 1)"
+    )
+
+    tune = sub.add_parser(
+        "tune", help="Optuna search (TPE, median pruning) scored on validation folds only"
+    )
+    _add_config_options(tune, settings)
+    tune.add_argument("--trials", type=int, default=20, help="maximum trials (default 20)")
+    tune.add_argument(
+        "--timeout", type=float, default=None, help="seconds after which no trial starts"
+    )
+    tune.add_argument(
+        "--validation-folds", type=int, default=3, help="validation folds per trial (default 3)"
+    )
+    tune.add_argument(
+        "--output",
         type=Path,
-        default=settings.reports_dir,
-        help=f"where the PNG plots are written (default: {settings.reports_dir})",
+        default=Path("var/tuned.yaml"),
+        help="where the best config is written, for `train --config` (default var/tuned.yaml)",
     )
 
     evaluate = sub.add_parser("evaluate", help="re-evaluate each champion on the latest data")
@@ -122,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _schedule(args: argparse.Namespace) -> int:
+def _schedule(args: argparse.Namespace, settings: MLSettings) -> int:
     """``schedule [--once]``: ``train --stale-only`` with the default settings, on
     ML_SCHEDULE_CRON: tickers without a champion, or whose champion is stale or drifting.
 
@@ -131,7 +173,7 @@ def _schedule(args: argparse.Namespace) -> int:
     """
     from common.scheduling import run_on_schedule  # noqa: PLC0415 - only this command needs it
 
-    cron = get_settings().schedule_cron
+    cron = settings.schedule_cron
     try:
         return run_on_schedule(
             lambda: main(["train", "--stale-only"]), cron=cron, once=args.once, name="train"
@@ -149,7 +191,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _tracking_down(tracking_uri: str) -> str | None:
     """After an unexpected error: the reason if the tracking store went away, else None."""
-    from ml_lifecycle.tracking import MLflowUnavailableError, check_tracking  # noqa: PLC0415
+    from ml_lifecycle.exceptions import MLflowUnavailableError  # noqa: PLC0415
+    from ml_lifecycle.tracking import check_tracking  # noqa: PLC0415
 
     try:
         check_tracking(tracking_uri)
@@ -171,78 +214,58 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
 
 
-def _train(args: argparse.Namespace, session_factory: Any, tracking_uri: str) -> int:
-    from common.exceptions import InvalidTickerError  # noqa: PLC0415
-    from common.tickers import normalize_ticker  # noqa: PLC0415
-    from ml_lifecycle.training.config import ConfigError, load_config  # noqa: PLC0415
-    from ml_lifecycle.training.data import InsufficientBarsError  # noqa: PLC0415
-    from ml_lifecycle.workflow import (  # noqa: PLC0415
-        TickerTrainSummary,
-        has_champion,
-        summary_json,
-        train_and_register,
-    )
+def _load_config(args: argparse.Namespace) -> Any:
+    from ml_lifecycle.config import load_config  # noqa: PLC0415
 
     overrides = {flag: getattr(args, flag) for flag in _OVERRIDES}
     if args.features is not None:
         overrides["features"] = tuple(args.features)
-    try:
-        config = load_config(args.config, **overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return load_config(args.config, **overrides)
+
+
+def _each_ticker(
+    args: argparse.Namespace, tracking: Tracking, run: Callable[[str], TickerTrainSummary | None]
+) -> int:
+    """Run ``run`` for every requested ticker; print the JSON summary; the exit code."""
+    from common.exceptions import InvalidTickerError  # noqa: PLC0415
+    from ml_lifecycle.exceptions import InsufficientBarsError  # noqa: PLC0415
+    from ml_lifecycle.summary import TickerTrainSummary, summary_json  # noqa: PLC0415
+
     summaries: list[TickerTrainSummary] = []
     tickers = list(args.tickers)
-    if args.shard is not None:
-        index, count = args.shard
+    shard = getattr(args, "shard", None)  # train only
+    if shard is not None:
+        index, count = shard
         tickers = shard_tickers(tickers, index=index, count=count)
         logger.info("shard %d/%d: %s", index, count, " ".join(tickers) or "no tickers")
     for position, requested in enumerate(tickers, start=1):
+        logger.info("[%d/%d] %s: %s", position, len(tickers), requested, args.command)
         try:
-            ticker = normalize_ticker(requested)
-            if args.missing_only and has_champion(ticker=ticker, tracking_uri=tracking_uri):
-                logger.info(
-                    "[%d/%d] %s already has a champion; skipped", position, len(tickers), ticker
-                )
+            summary = run(requested)
+            if summary is None:
                 continue
-            if args.stale_only:
-                health = _health(ticker, session_factory, tracking_uri)
-                if not health.retrain:
-                    logger.info(
-                        "[%d/%d] %s: champion v%s %s; skipped",
-                        position, len(tickers), ticker, health.version, health.reason,
-                    )  # fmt: skip
-                    continue
-                logger.info("[%d/%d] %s: %s", position, len(tickers), ticker, health.reason)
-            logger.info("[%d/%d] %s: training", position, len(tickers), ticker)
-            summary = train_and_register(
-                session_factory=session_factory,
-                ticker=ticker,
-                config=config,
-                tracking_uri=tracking_uri,
-                force_promote=args.force_promote,
-                reports_dir=args.reports_dir,
-            )
         except (InvalidTickerError, InsufficientBarsError) as exc:
             summary = TickerTrainSummary(ticker=requested, error=str(exc), reason=str(exc))
             logger.error("[%d/%d] %s", position, len(tickers), exc)
         except OperationalError:
             raise
         except Exception as exc:
-            down = _tracking_down(tracking_uri)
+            down = _tracking_down(tracking.uri)
             if down is not None:
                 print(summary_json(summaries))
-                print(f"error: {down} (while training {requested})", file=sys.stderr)
+                print(f"error: {down} (while processing {requested})", file=sys.stderr)
                 return EXIT_UNAVAILABLE
             summary = TickerTrainSummary(
                 ticker=requested, error=f"{type(exc).__name__}: {_first_line(exc)}"
             )
             logger.exception("[%d/%d] %s failed", position, len(tickers), requested)
+        if summary.gate_failed:
+            logger.error("[%d/%d] %s: %s", position, len(tickers), summary.ticker, summary.reason)
         summaries.append(summary)
     print(summary_json(summaries))
     failed = [s.ticker for s in summaries if not s.ok]
     logger.info(
-        "done: %d trained, %d failed%s",
+        "done: %d succeeded, %d failed%s",
         len(summaries) - len(failed),
         len(failed),
         f" ({', '.join(failed)})" if failed else "",
@@ -250,24 +273,103 @@ def _train(args: argparse.Namespace, session_factory: Any, tracking_uri: str) ->
     return EXIT_OK if not failed else EXIT_TICKER_FAILED
 
 
-def _health(ticker: str, session_factory: Any, tracking_uri: str) -> Any:
-    """The champion's staleness and drift, with the ML_ settings' thresholds."""
+def _train(args: argparse.Namespace, session_factory: Any, tracking: Tracking) -> int:
+    from common.model_contract import registered_model_name  # noqa: PLC0415
+    from common.tickers import normalize_ticker  # noqa: PLC0415
     from ml_lifecycle.health import champion_health  # noqa: PLC0415
+    from ml_lifecycle.registry import has_champion  # noqa: PLC0415
+    from ml_lifecycle.train import train_and_register  # noqa: PLC0415
 
+    config = _load_config(args)
     settings = get_settings()
-    return champion_health(
-        session_factory=session_factory,
-        ticker=ticker,
-        tracking_uri=tracking_uri,
-        drift_window_bars=settings.drift_window_bars,
-        stale_after_bars=settings.stale_after_bars,
-        psi_drift=settings.psi_drift,
-    )
+
+    def run(requested: str) -> TickerTrainSummary | None:
+        ticker = normalize_ticker(requested)
+        name = registered_model_name(ticker)
+        if args.missing_only and has_champion(tracking.client(), name):
+            logger.info("%s already has a champion; skipped", ticker)
+            return None
+        if args.stale_only:
+            health = champion_health(
+                session_factory=session_factory,
+                ticker=ticker,
+                tracking_uri=tracking.uri,
+                drift_window_bars=settings.drift_window_bars,
+                stale_after_bars=settings.stale_after_bars,
+                psi_drift=settings.psi_drift,
+            )
+            if not health.retrain:
+                logger.info("%s: champion v%s %s; skipped", ticker, health.version, health.reason)
+                return None
+            logger.info("%s: %s", ticker, health.reason)
+        return train_and_register(
+            session_factory=session_factory,
+            ticker=ticker,
+            config=config,
+            tracking=tracking,
+            force_promote=args.force_promote,
+            reports_dir=args.reports_dir,
+        )
+
+    return _each_ticker(args, tracking, run)
 
 
-def _evaluate(args: argparse.Namespace, session_factory: Any, tracking_uri: str) -> int:
-    from ml_lifecycle.training.data import InsufficientBarsError  # noqa: PLC0415
-    from ml_lifecycle.workflow import ChampionNotFoundError, evaluate_champion  # noqa: PLC0415
+def _backtest(args: argparse.Namespace, session_factory: Any, tracking: Tracking) -> int:
+    from ml_lifecycle.backtest import backtest_ticker  # noqa: PLC0415
+
+    config = _load_config(args)
+    if args.horizon < 1:
+        print(f"error: --horizon must be >= 1, got {args.horizon}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def run(requested: str) -> TickerTrainSummary:
+        return backtest_ticker(
+            session_factory=session_factory,
+            ticker=requested,
+            config=config,
+            tracking=tracking,
+            horizon=args.horizon,
+            reports_dir=args.reports_dir,
+        )
+
+    return _each_ticker(args, tracking, run)
+
+
+def _tune(args: argparse.Namespace, session_factory: Any, tracking: Tracking) -> int:
+    from ml_lifecycle.tune import result_dict, tune  # noqa: PLC0415
+
+    config = _load_config(args)
+    if args.trials < 1 or args.validation_folds < 1:
+        print("error: --trials and --validation-folds must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    from common.exceptions import InvalidTickerError  # noqa: PLC0415
+    from ml_lifecycle.exceptions import InsufficientBarsError  # noqa: PLC0415
+
+    try:
+        result = tune(
+            session_factory=session_factory,
+            tickers=list(args.tickers),
+            base=config,
+            tracking=tracking,
+            trials=args.trials,
+            timeout=args.timeout,
+            output=args.output,
+            validation_folds=args.validation_folds,
+        )
+    except (InvalidTickerError, InsufficientBarsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TICKER_FAILED
+    print(json.dumps(result_dict(result), indent=2, default=str))
+    logger.info(
+        "best validation relative MAE %.4f (default config %.4f) in %.0f s; config: %s",
+        result.best_score, result.baseline_score, result.seconds, result.config_path,
+    )  # fmt: skip
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace, session_factory: Any, tracking: Tracking) -> int:
+    from ml_lifecycle.evaluate import evaluate_champion  # noqa: PLC0415
+    from ml_lifecycle.exceptions import ChampionNotFoundError, InsufficientBarsError  # noqa: PLC0415
 
     results: list[dict[str, Any]] = []
     for requested in args.tickers:
@@ -276,7 +378,7 @@ def _evaluate(args: argparse.Namespace, session_factory: Any, tracking_uri: str)
                 {
                     "ok": True,
                     **evaluate_champion(
-                        session_factory=session_factory, ticker=requested, tracking_uri=tracking_uri
+                        session_factory=session_factory, ticker=requested, tracking=tracking
                     ),
                 }
             )
@@ -286,7 +388,7 @@ def _evaluate(args: argparse.Namespace, session_factory: Any, tracking_uri: str)
         except OperationalError:
             raise
         except Exception as exc:
-            down = _tracking_down(tracking_uri)
+            down = _tracking_down(tracking.uri)
             if down is not None:
                 print(f"error: {down} (while evaluating {requested})", file=sys.stderr)
                 return EXIT_UNAVAILABLE
@@ -298,7 +400,7 @@ def _evaluate(args: argparse.Namespace, session_factory: Any, tracking_uri: str)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ml_lifecycle.report import markdown_table  # noqa: PLC0415
+    from ml_lifecycle.summary import markdown_table  # noqa: PLC0415
 
     try:
         document = json.loads(args.summary.read_text(encoding="utf-8"))
@@ -310,31 +412,40 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    """Entry point (the console script ``stockcast-ml``); returns the exit code."""
+    from ml_lifecycle.exceptions import ConfigError  # noqa: PLC0415
+
     settings = get_settings()
+    args = build_parser(settings).parse_args(argv)
     configure_logging(settings.log_level)
     _quiet_libraries()
     if args.command == "report":
         return _report(args)
     if args.command == "schedule":
-        return _schedule(args)
+        return _schedule(args, settings)
 
-    from ml_lifecycle.tracking import MLflowUnavailableError, check_tracking  # noqa: PLC0415
+    from ml_lifecycle.exceptions import MLflowUnavailableError  # noqa: PLC0415
+    from ml_lifecycle.tracking import check_tracking  # noqa: PLC0415
 
-    tracking_uri = settings.mlflow_tracking_uri
+    tracking = Tracking(
+        uri=settings.mlflow_tracking_uri,
+        experiment_name=settings.experiment_name,
+        artifact_root=settings.artifact_root,
+    )
     try:
-        check_tracking(tracking_uri)
+        check_tracking(tracking.uri)
     except MLflowUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     engine = create_db_engine(settings.database_url)
     session_factory = make_session_factory(engine)
-    logger.info("price store %s, MLflow %s", redact_url(settings.database_url), tracking_uri)
+    logger.info("price store %s, MLflow %s", redact_url(settings.database_url), tracking.uri)
+    commands = {"train": _train, "backtest": _backtest, "tune": _tune, "evaluate": _evaluate}
     try:
-        if args.command == "train":
-            return _train(args, session_factory, tracking_uri)
-        return _evaluate(args, session_factory, tracking_uri)
+        return commands[args.command](args, session_factory, tracking)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OperationalError as exc:
         print(
             f"error: database unavailable at {redact_url(settings.database_url)}: "

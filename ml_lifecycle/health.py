@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from common.drift import DRIFT_WINDOW_BARS, PSI_DRIFT, STALE_AFTER_BARS, DriftReport, drift_report
-from common.model_contract import CHAMPION_ALIAS, ModelMetadata, registered_model_name
+from common.model_contract import ModelMetadata, registered_model_name
 from common.price_store import count_bars_after, read_last_bars
 
 logger = logging.getLogger(__name__)
@@ -51,26 +49,22 @@ class ChampionHealth:
 
 
 def champion_metadata(*, ticker: str, tracking_uri: str) -> tuple[str, ModelMetadata] | None:
-    """``(version, metadata)`` of ``ticker``'s champion, or None when it has none."""
-    import mlflow  # noqa: PLC0415
+    """``(version, metadata)`` of ``ticker``'s champion, or None when it has none.
+
+    Raises:
+        RegistryReadError / MlflowException: the registry or the artifacts cannot be read.
+    """
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
-    from ml_lifecycle.export.promotion import current_champion  # noqa: PLC0415
-    from ml_lifecycle.inference import load_model_dir  # noqa: PLC0415
-    from ml_lifecycle.tracking import use_tracking  # noqa: PLC0415
+    from common.registry import champion_version, load_version  # noqa: PLC0415
 
-    use_tracking(tracking_uri)
     name = registered_model_name(ticker)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    champion = current_champion(client, name)
-    if champion is None:
+    version = champion_version(client, name)
+    if version is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}@{CHAMPION_ALIAS}", dst_path=tmp
-        )
-        metadata, _network = load_model_dir(Path(local))
-    return str(champion.version), metadata
+    loaded = load_version(client, name, version)
+    return loaded.version, loaded.metadata
 
 
 def assess(

@@ -11,15 +11,44 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
+
+from ml_lifecycle.exceptions import MLflowUnavailableError
 
 logger = logging.getLogger(__name__)
 
 
-class MLflowUnavailableError(RuntimeError):
-    """The MLflow tracking server or store cannot be reached."""
+@dataclass(frozen=True)
+class Tracking:
+    """Where a use case logs runs and registers versions (built from the settings by the CLI).
+
+    Attributes:
+        uri: MLflow tracking and registry URI.
+        experiment_name: the experiment of the runs.
+        artifact_root: artifact folder of a new experiment on an embedded store (None: the
+            default beside the SQLite file).
+    """
+
+    uri: str
+    experiment_name: str = "stockcast-lstm"
+    artifact_root: Path | None = None
+
+    def experiment_id(self) -> str:
+        """Point MLflow's fluent API at :attr:`uri` and return the experiment's id."""
+        use_tracking(self.uri)
+        return ensure_experiment(
+            self.experiment_name, tracking_uri=self.uri, artifact_root=self.artifact_root
+        )
+
+    def client(self) -> Any:
+        """An ``MlflowClient`` on :attr:`uri` (tracking and registry)."""
+        from mlflow.tracking import MlflowClient  # noqa: PLC0415
+
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:

@@ -56,8 +56,9 @@ def ingest(url: str, snapshot_dir: Path) -> None:
 @pytest.fixture
 def replay(fresh_pg_url: str, prices_dir: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Bars to SPLIT, a champion trained on them, a running app and a logged-in user."""
-    from ml_lifecycle.training.config import load_config  # noqa: PLC0415
-    from ml_lifecycle.workflow import train_and_register  # noqa: PLC0415
+    from ml_lifecycle.config import load_config  # noqa: PLC0415
+    from ml_lifecycle.tracking import Tracking  # noqa: PLC0415
+    from ml_lifecycle.train import train_and_register  # noqa: PLC0415
 
     rows = csv_rows(prices_dir)
     early = tmp_path / "early"
@@ -74,8 +75,16 @@ def replay(fresh_pg_url: str, prices_dir: Path, tmp_path: Path) -> Iterator[dict
         summary = train_and_register(
             session_factory=sessions,
             ticker=TICKER,
-            config=load_config(lookback=20, units=8, epochs=2, history_bars=800),
-            tracking_uri=tracking_uri,
+            config=load_config(
+                lookback=20,
+                units=8,
+                epochs=2,
+                history_bars=800,
+                folds=2,
+                fold_bars=30,
+                interval_steps=5,
+            ),
+            tracking=Tracking(uri=tracking_uri),
             reports_dir=tmp_path / "reports",
         )
         assert summary.ok and summary.alias == "champion"
@@ -145,6 +154,13 @@ def test_the_outcomes_of_a_served_forecast_after_its_bars_are_ingested(
         assert row.ape == pytest.approx(100 * abs(error) / real)
         assert row.naive_error == pytest.approx(naive)
     assert [row.direction_hit for row in view] == [int(h) for h in hits]
+    bounds_95 = [
+        next((i["lower"], i["upper"]) for i in point["intervals"] if i["level"] == 95.0)
+        for point in forecast["predictions"]
+    ]
+    assert [row.covered_95 for row in view] == [
+        int(low <= real <= high) for (low, high), real in zip(bounds_95, realized, strict=True)
+    ]
 
     # 2. the accuracy endpoint
     body = client.get(f"/models/{TICKER}/accuracy?window=60", headers=headers).json()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import secrets
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from app.core.exceptions import InsecureSecretKeyError
 from common.drift import DRIFT_WINDOW_BARS, PSI_DRIFT, PSI_MODERATE, STALE_AFTER_BARS
@@ -122,9 +122,43 @@ class AppSettings(LayerSettings):
         description="per-worker cache of each served model's drift and staleness, seconds; "
         "0 = computed on every prediction",
     )
+    interval_levels: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=(80.0, 95.0),
+        description="coverage levels (percent, strictly between 0 and 100, comma-separated: "
+        "80,95) of the prediction intervals of every forecast step; empty = no intervals",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
+
+    @field_validator("interval_levels", mode="before")
+    @classmethod
+    def _parse_levels(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        levels = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            try:
+                levels.append(float(part))
+            except ValueError:
+                raise ValueError(
+                    f"APP_INTERVAL_LEVELS: {part!r} is not a number; give coverage levels in "
+                    "percent, comma-separated, e.g. 80,95"
+                ) from None
+        return tuple(levels)
+
+    @field_validator("interval_levels")
+    @classmethod
+    def _check_levels(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        for level in value:
+            if not 0.0 < level < 100.0:
+                raise ValueError(
+                    f"APP_INTERVAL_LEVELS: {level:g} is not a coverage level; each must be a "
+                    "percent strictly between 0 and 100, e.g. 80,95"
+                )
+        return tuple(sorted(set(value)))
 
     @model_validator(mode="after")
     def _check_secret_key(self) -> AppSettings:

@@ -12,7 +12,7 @@ unless stated:
 * ``naive_error`` = last_close - realized: the naive (persistence) forecast of the same origin
   predicts ``last_close`` for every step; ``naive_abs_error`` = |naive_error|;
 * ``direction_hit``: 1 when the predicted and realized moves from ``last_close`` have the same
-  sign (both 0 counts), else 0, as ``ml_lifecycle.evaluation.metrics.directional_accuracy``;
+  sign (both 0 counts), else 0, as ``ml_lifecycle.metrics.directional_accuracy``;
 * ``covered_80``/``covered_95``: 1 when ``lower <= realized <= upper``, 0 when outside, NULL
   when the row has no bounds;
 

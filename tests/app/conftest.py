@@ -88,8 +88,9 @@ def app_sessions(app_engine: Engine) -> Callable[[], Session]:
 @pytest.fixture(scope="session")
 def registry(app_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """A temporary MLflow store with a tiny LSTM of PETR4.SA trained on the real bars."""
-    from ml_lifecycle.training.config import load_config  # noqa: PLC0415
-    from ml_lifecycle.workflow import train_and_register  # noqa: PLC0415
+    from ml_lifecycle.config import load_config  # noqa: PLC0415
+    from ml_lifecycle.tracking import Tracking  # noqa: PLC0415
+    from ml_lifecycle.train import train_and_register  # noqa: PLC0415
 
     folder = tmp_path_factory.mktemp("mlflow")
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -98,8 +99,10 @@ def registry(app_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Regis
         summary = train_and_register(
             session_factory=make_session_factory(engine),
             ticker=TICKER,
-            config=load_config(lookback=LOOKBACK, units=8, epochs=2, history_bars=800),
-            tracking_uri=tracking_uri,
+            config=load_config(
+                lookback=LOOKBACK, units=8, epochs=2, history_bars=800, folds=2, fold_bars=30
+            ),
+            tracking=Tracking(tracking_uri),
             reports_dir=folder / "reports",
         )
     finally:

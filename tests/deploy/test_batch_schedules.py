@@ -193,7 +193,9 @@ def test_ml_schedule_once_trains_and_registers_a_champion(
     )  # fmt: skip
     assert ingest.returncode == 0, ingest.stderr
     tiny = tmp_path / "tiny.yaml"
-    tiny.write_text("lookback: 20\nunits: 8\nepochs: 2\nhistory_bars: 800\n")
+    tiny.write_text(
+        "lookback: 20\nunits: 8\nepochs: 2\nhistory_bars: 800\nfolds: 2\nfold_bars: 30\n"
+    )
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = subprocess.run(
         [sys.executable, "-m", "ml_lifecycle", "schedule", "--once"],
@@ -213,6 +215,7 @@ def test_ml_schedule_once_trains_and_registers_a_champion(
     assert "with exit status 0" in result.stderr
     summary = json.loads(result.stdout)
     assert [t["ticker"] for t in summary["tickers"]] == ["PETR4.SA"]
-    from ml_lifecycle.workflow import has_champion  # noqa: PLC0415
+    from ml_lifecycle.registry import has_champion  # noqa: PLC0415
+    from ml_lifecycle.tracking import Tracking  # noqa: PLC0415
 
-    assert has_champion(ticker="PETR4.SA", tracking_uri=tracking_uri)
+    assert has_champion(Tracking(tracking_uri).client(), "stock-lstm-PETR4.SA")

@@ -86,8 +86,9 @@ def ingest_snapshot(snapshot_dir: Path, *, env: dict[str, str], cwd: Path) -> No
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, prices_dir: Path) -> Iterator[RunningApi]:
     """``python -m app serve`` on a free port: SQLite store with real bars, a trained champion."""
-    from ml_lifecycle.training.config import load_config  # noqa: PLC0415
-    from ml_lifecycle.workflow import train_and_register  # noqa: PLC0415
+    from ml_lifecycle.config import load_config  # noqa: PLC0415
+    from ml_lifecycle.tracking import Tracking  # noqa: PLC0415
+    from ml_lifecycle.train import train_and_register  # noqa: PLC0415
 
     folder = tmp_path_factory.mktemp("stack")
     database_url = f"sqlite:///{folder / 'stockcast.db'}"
@@ -115,8 +116,10 @@ def api(tmp_path_factory: pytest.TempPathFactory, prices_dir: Path) -> Iterator[
         summary = train_and_register(
             session_factory=make_session_factory(engine),
             ticker=TICKER,
-            config=load_config(lookback=20, units=8, epochs=2, history_bars=800),
-            tracking_uri=tracking_uri,
+            config=load_config(
+                lookback=20, units=8, epochs=2, history_bars=800, folds=2, fold_bars=30
+            ),
+            tracking=Tracking(tracking_uri),
             reports_dir=folder / "reports",
         )
     finally:

@@ -177,7 +177,9 @@ def test_ingest_train_and_serve_through_the_stacks_mlflow_server(
     )  # fmt: skip
     assert ingest.returncode == 0, ingest.stderr
     tiny = stack.workdir / "tiny.yaml"
-    tiny.write_text("lookback: 20\nunits: 8\nepochs: 2\nhistory_bars: 800\n")
+    tiny.write_text(
+        "lookback: 20\nunits: 8\nepochs: 2\nhistory_bars: 800\nfolds: 2\nfold_bars: 30\n"
+    )
     train = run(
         [sys.executable, "-m", "ml_lifecycle", "schedule", "--once"],
         env=stack.env(

@@ -20,7 +20,7 @@ from common.price_store import Bars, read_bars
 from data_pipeline.run_pipeline import ingest_ticker
 from data_pipeline.sources.snapshot import SnapshotSource
 from data_pipeline.storage.upsert import upsert_bars
-from ml_lifecycle.training.config import TrainConfig, load_config
+from ml_lifecycle.config import TrainConfig, load_config
 
 TICKER = "PETR4.SA"
 #: Stored with only :data:`TINY_BARS` bars: fewer than the lookback plus the split minimums.
@@ -29,7 +29,8 @@ TINY_BARS = 40
 
 
 def tiny_config(**overrides: Any) -> TrainConfig:
-    """A model that trains in seconds: lookback 20, 8 units, 2 epochs, the last 600 bars."""
+    """A model that trains in seconds: lookback 20, 8 units, 2 epochs, fit windows of at most
+    600 bars, 2 walk-forward folds of 30 bars, intervals calibrated for 5 steps."""
     values: dict[str, Any] = {
         "lookback": 20,
         "units": 8,
@@ -37,6 +38,9 @@ def tiny_config(**overrides: Any) -> TrainConfig:
         "patience": 2,
         "history_bars": 600,
         "batch_size": 64,
+        "folds": 2,
+        "fold_bars": 30,
+        "interval_steps": 5,
     }
     values.update(overrides)
     return load_config(**values)

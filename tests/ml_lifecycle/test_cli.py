@@ -26,6 +26,10 @@ TINY_FLAGS = [
     "2",
     "--history-bars",
     "600",
+    "--folds",
+    "2",
+    "--fold-bars",
+    "30",
 ]
 
 
@@ -76,10 +80,10 @@ def test_bad_tickers_get_clear_errors_while_the_others_train_and_exit_is_nonzero
     )
     good = by_ticker[TICKER]
     assert good["ok"] and good["version"] == "1" and good["alias"] == "champion"
-    assert set(good["metrics"]) == set(good["naive_metrics"])
-    assert f"{TICKER} epoch 1/2 loss=" in result.stderr and f"{TICKER} epoch 2/2" in result.stderr
+    assert {"relative_mae", "dm_pvalue", "coverage_80", "coverage_95"} <= set(good["metrics"])
+    assert f"{TICKER} fold 1/2" in result.stderr and f"{TICKER} fold 2/2" in result.stderr
     assert "NOPE.SA: 0 bars stored" in result.stderr
-    assert (tmp_path / "var" / "reports" / TICKER / f"{TICKER}_residuals.png").is_file()
+    assert (tmp_path / "var" / "reports" / TICKER / f"{TICKER}_walk_forward.png").is_file()
 
     # --missing-only skips the ticker that now has a champion
     again = run_cli(["train", "--missing-only", "--tickers", TICKER], cwd=tmp_path, **env)
@@ -98,7 +102,7 @@ def test_bad_tickers_get_clear_errors_while_the_others_train_and_exit_is_nonzero
     (tmp_path / "summary.json").write_text(result.stdout, encoding="utf-8")
     table = run_cli(["report", "summary.json"], cwd=tmp_path, **env)
     assert table.returncode == 0
-    assert "| MASE LSTM | MASE naive |" in table.stdout
+    assert "| rel. MAE vs naive | DM p |" in table.stdout
     assert f"| {TICKER} |" in table.stdout and "| NOPE.SA | failed: NOPE.SA: 0 bars" in table.stdout
 
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from common.price_store import Bars, read_bars
-from ml_lifecycle.training.config import DEFAULT_CONFIG_PATH, ConfigError, TrainConfig, load_config
-from ml_lifecycle.training.data import (
-    InsufficientBarsError,
+from ml_lifecycle.config import DEFAULT_CONFIG_PATH, TrainConfig, load_config
+from ml_lifecycle.data import (
     fit_scaler,
     prepare_data,
     segment_windows,
     split_bounds,
 )
+from ml_lifecycle.exceptions import ConfigError, InsufficientBarsError
 from tests.ml_lifecycle.conftest import TINY_BARS, TINY_TICKER, tiny_config
 
 pytestmark = pytest.mark.postgres
@@ -120,10 +120,10 @@ def test_default_config_file_loads_and_cli_overrides_win():
 
 def test_invalid_config_is_a_clear_error(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("lookback: 1\nfeatures: [volume_zscore]\n", encoding="utf-8")
+    bad.write_text("lookback: 1\nfeatures: [stochastic_k]\n", encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_config(bad)
-    assert "lookback" in str(caught.value) and "volume_zscore" in str(caught.value)
+    assert "lookback" in str(caught.value) and "stochastic_k" in str(caught.value)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
     unknown = tmp_path / "unknown.yaml"

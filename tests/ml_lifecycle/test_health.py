@@ -13,7 +13,8 @@ from common.model_contract import ModelMetadata
 from common.price_store import Bars
 from data_pipeline.storage.upsert import upsert_bars
 from ml_lifecycle.health import assess, champion_health, champion_metadata
-from ml_lifecycle.workflow import train_and_register
+from ml_lifecycle.tracking import Tracking
+from ml_lifecycle.train import train_and_register
 from tests.ml_lifecycle.conftest import TICKER, tiny_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -26,7 +27,7 @@ def champion(ml_session_factory, tracking_uri, tmp_path_factory) -> tuple[str, M
         session_factory=ml_session_factory,
         ticker=TICKER,
         config=tiny_config(),
-        tracking_uri=tracking_uri,
+        tracking=Tracking(uri=tracking_uri),
         reports_dir=tmp_path_factory.mktemp("reports"),
     )
     assert summary.ok
@@ -36,12 +37,12 @@ def champion(ml_session_factory, tracking_uri, tmp_path_factory) -> tuple[str, M
 
 
 def test_the_champion_records_the_distribution_of_every_input(champion) -> None:
-    """600 bars, lookback 20: 599 log returns, and 580 windows x 20 values of rel_log_close."""
+    """600 bars, lookback 20: 599 log returns, and 581 windows x 20 values of rel_log_close."""
     _version, metadata = champion
     distributions = metadata.input_distributions
     assert set(distributions) == {LOG_RETURN, "rel_log_close"}
     assert distributions[LOG_RETURN].n == 599
-    assert distributions["rel_log_close"].n == (600 - 20) * 20
+    assert distributions["rel_log_close"].n == (600 - 20 + 1) * 20
     assert sum(distributions[LOG_RETURN].proportions) == pytest.approx(1.0)
 
 

@@ -3,6 +3,7 @@ register it in a temporary MLflow store, and load it back from ``@champion``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from common.features import scale, window_features
+from common.forecasting import Forecaster
 from common.model_contract import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
@@ -26,11 +29,14 @@ from common.model_contract import (
     registered_model_name,
 )
 from common.price_store import Bars
-from ml_lifecycle.export.promotion import decide
-from ml_lifecycle.inference import OnnxNetwork, predict_next_closes, scaled_windows
-from ml_lifecycle.training.data import InsufficientBarsError, prepare_data
-from ml_lifecycle.training.train import train_network
-from ml_lifecycle.workflow import TickerTrainSummary, evaluate_champion, train_and_register
+from ml_lifecycle.backtest import walk_forward
+from ml_lifecycle.data import prepare_fit
+from ml_lifecycle.evaluate import evaluate_champion
+from ml_lifecycle.exceptions import InsufficientBarsError
+from ml_lifecycle.registry import decide
+from ml_lifecycle.summary import TickerTrainSummary
+from ml_lifecycle.tracking import Tracking
+from ml_lifecycle.train import train_and_register, train_network
 from tests.ml_lifecycle.conftest import TICKER, TINY_TICKER, tiny_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -45,7 +51,7 @@ def champion(ml_session_factory, tracking_uri, tmp_path_factory) -> TickerTrainS
         session_factory=ml_session_factory,
         ticker=TICKER,
         config=tiny_config(),
-        tracking_uri=tracking_uri,
+        tracking=Tracking(tracking_uri),
         reports_dir=tmp_path_factory.mktemp("reports"),
     )
 
@@ -65,20 +71,20 @@ def test_first_version_becomes_champion_with_a_json_ready_summary(champion):
     assert champion.ok and champion.version == "1" and champion.promoted
     assert champion.alias == CHAMPION_ALIAS and champion.reason == "no champion yet"
     summary = json.loads(json.dumps(champion.to_dict()))
-    assert (
-        set(summary["metrics"])
-        == set(summary["naive_metrics"])
-        == {
-            "mae",
-            "rmse",
-            "mape",
-            "mase",
-            "r2",
-            "directional_accuracy",
-        }
-    )
-    assert summary["n_test"] == 90 and summary["epochs"] >= 1 and summary["seconds"] > 0
-    assert summary["onnx_max_abs_diff"] <= 1e-4
+    assert {
+        "mae",
+        "mase",
+        "relative_mae",
+        "relative_mae_drift",
+        "dm_pvalue",
+        "directional_accuracy",
+        "up_days",
+        "coverage_80",
+        "coverage_95",
+    } <= set(summary["metrics"])
+    assert summary["folds"] == 2 and len(summary["fold_metrics"]) == 2
+    assert 0.0 <= summary["combination_weight"] <= 1.0
+    assert summary["train_seconds"] > 0 and summary["seconds"] > 0
 
 
 def test_champion_uri_holds_metadata_onnx_and_keras(champion_dir, champion):
@@ -89,18 +95,22 @@ def test_champion_uri_holds_metadata_onnx_and_keras(champion_dir, champion):
     assert metadata.features == ["rel_log_close"] and metadata.target == "log_return"
     assert len(metadata.feature_scaler.mean) == 1 and len(metadata.target_scaler.scale) == 1
     assert str(metadata.last_bar_date) == champion.test_end
-    assert metadata.metrics["mase"] == pytest.approx(champion.metrics["mase"])
-    assert metadata.metrics["naive_mase"] == pytest.approx(champion.naive_metrics["mase"])
+    assert metadata.metrics["relative_mae"] == pytest.approx(champion.metrics["relative_mae"])
+    assert metadata.combination.weight == champion.combination_weight
+    assert metadata.intervals is not None and len(metadata.intervals.quantiles) == 5
     requirements = (champion_dir / "requirements.txt").read_text()
     assert "onnxruntime==" in requirements and "tensorflow" not in requirements
 
 
 def test_keras_and_onnx_from_champion_agree_on_real_windows(champion_dir, petr_bars: Bars):
     metadata = ModelMetadata.model_validate_json((champion_dir / METADATA_ARTIFACT).read_text())
-    x = scaled_windows(metadata, petr_bars.as_mapping())[-300:]
+    fs = metadata.feature_scaler
+    windows = window_features(petr_bars.as_mapping(), metadata.lookback, metadata.features)
+    x = scale(windows[-300:], fs.mean, fs.scale).astype(np.float32)
     keras_model = keras.saving.load_model(champion_dir / KERAS_ARTIFACT)
     from_keras = np.asarray(keras_model.predict(x, verbose=0)).reshape(-1)
-    from_onnx = OnnxNetwork(champion_dir / ONNX_ARTIFACT)(x)
+    onnx = Forecaster.from_onnx(metadata, str(champion_dir / ONNX_ARTIFACT))
+    from_onnx = np.asarray(onnx.network(x)).reshape(-1)
     assert from_onnx.shape == (300,)
     assert np.max(np.abs(from_keras - from_onnx)) <= 1e-4
     assert np.std(from_onnx) > 0  # real, varying forecasts, not a constant
@@ -124,14 +134,10 @@ def test_pyfunc_from_champion_predicts_the_next_close_from_raw_bars(
     assert row["last_bar_date"] == str(petr_bars.dates[-1])
     assert row["last_close"] == pytest.approx(petr_bars.close[-1])
     metadata = ModelMetadata.model_validate_json((champion_dir / METADATA_ARTIFACT).read_text())
-    bars = petr_bars.as_mapping()
-    n = len(petr_bars)
-    # the same forecast, computed from the artifacts, for "bar n" (the day after the last bar)
-    extended = {k: np.append(np.asarray(v, dtype=np.float64), np.nan) for k, v in bars.items()}
-    expected = predict_next_closes(
-        metadata, OnnxNetwork(champion_dir / ONNX_ARTIFACT), extended, start=n, stop=n + 1
-    )
-    assert row["predicted_close"] == pytest.approx(expected[0], rel=1e-6)
+    # the same forecast, computed from the artifacts, for the day after the last bar
+    onnx = Forecaster.from_onnx(metadata, str(champion_dir / ONNX_ARTIFACT))
+    expected = onnx.forecast_paths(petr_bars.as_mapping(), [len(petr_bars) - 1], 1).closes
+    assert row["predicted_close"] == pytest.approx(expected[0, 0], rel=1e-6)
     assert abs(row["predicted_close"] / row["last_close"] - 1) < 0.2
     with pytest.raises(Exception, match="lookback"):
         model.predict(frame.tail(5))
@@ -141,79 +147,107 @@ def test_version_tags_and_run_carry_metrics_params_and_plots(champion, tracking_
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     version = client.get_model_version(NAME, champion.version)
     assert version.tags["ticker"] == TICKER
-    for key in (
-        "mae",
-        "rmse",
-        "mape",
-        "mase",
-        "r2",
-        "directional_accuracy",
-        "naive_mase",
-        "naive_mae",
-        "naive_directional_accuracy",
-    ):
+    for key in ("mae", "mase", "relative_mae", "dm_pvalue", "coverage_80", "naive_mae"):
         assert f"{METRIC_TAG_PREFIX}{key}" in version.tags, key
-    assert float(version.tags[f"{METRIC_TAG_PREFIX}mase"]) == pytest.approx(
-        champion.metrics["mase"], rel=1e-5
+    assert float(version.tags[f"{METRIC_TAG_PREFIX}relative_mae"]) == pytest.approx(
+        champion.metrics["relative_mae"], rel=1e-5
     )
     run = client.get_run(champion.run_id)
     assert run.data.params["lookback"] == "20" and run.data.params["units"] == "8"
-    assert run.data.metrics["test_mase"] == pytest.approx(champion.metrics["mase"])
-    assert len(client.get_metric_history(champion.run_id, "val_loss")) == champion.epochs
+    assert run.data.metrics["wf_relative_mae"] == pytest.approx(champion.metrics["relative_mae"])
+    assert len(client.get_metric_history(champion.run_id, "fold_relative_mae")) == 2
     plots = {Path(a.path).name for a in client.list_artifacts(champion.run_id, "plots")}
-    assert plots == {f"{TICKER}_actual_vs_predicted.png", f"{TICKER}_residuals.png"}
+    assert plots == {f"{TICKER}_walk_forward.png"}
 
 
-def test_training_is_repeatable_with_the_same_seed(ml_session_factory, petr_bars, champion):
-    data = prepare_data(petr_bars, tiny_config())
+def test_training_is_repeatable_with_the_same_seed(petr_bars):
+    bars = petr_bars.as_mapping()
+    data = prepare_fit(bars, petr_bars.dates, tiny_config(), ticker=TICKER)
     first = train_network(data, tiny_config())
     second = train_network(data, tiny_config())
     assert first.history["loss"] == second.history["loss"]
 
 
-def test_evaluate_champion_reports_model_and_naive_on_the_latest_window(
-    champion, ml_session_factory, tracking_uri
+def test_evaluate_champion_scores_it_on_the_bars_it_was_not_fit_on(
+    champion, champion_dir, ml_session_factory, tracking_uri, petr_bars
 ):
     result = evaluate_champion(
-        session_factory=ml_session_factory,
-        ticker=TICKER,
-        tracking_uri=tracking_uri,
-        config=tiny_config(),
+        session_factory=ml_session_factory, ticker=TICKER, tracking=Tracking(tracking_uri)
     )
+    metadata = ModelMetadata.model_validate_json((champion_dir / METADATA_ARTIFACT).read_text())
     assert result["version"] == champion.version
-    assert result["window_end"] == champion.test_end
+    assert result["window_end"] == str(petr_bars.dates[-1])
+    assert result["window_start"] > str(metadata.last_train_date)
     assert result["new_bars_since_training"] == 0
-    assert result["metrics"]["mase"] == pytest.approx(champion.metrics["mase"], rel=1e-4)
-    assert result["naive_metrics"]["mase"] == pytest.approx(
-        champion.naive_metrics["mase"], rel=1e-4
-    )
+    assert result["metrics"]["mase"] > 0 and result["naive_metrics"]["mase"] > 0
 
 
-def test_promotion_gate_compares_mase_with_the_champion_on_the_same_window(
+def test_promotion_gate_compares_mae_with_the_champion_on_the_same_targets(
     champion, petr_bars, tracking_uri
 ):
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    data = prepare_data(petr_bars, tiny_config())
-    n = data.bounds.n_bars
-    bars = {k: np.asarray(v)[-n:] for k, v in petr_bars.as_mapping().items()}
-    common: dict[str, Any] = {
-        "bars": bars,
-        "start": data.bounds.val_end,
-        "stop": n,
-        "in_sample": data.train_closes,
-    }
-    old = champion.metrics["mase"]
+    bars = {k: np.asarray(v, dtype=np.float64) for k, v in petr_bars.as_mapping().items()}
+    targets = np.arange(len(petr_bars) - 60, len(petr_bars))
+    common: dict[str, Any] = {"bars": bars, "targets": targets}
+    old = champion.metrics["mae"]  # the champion's own walk-forward MAE: a close yardstick
 
-    worse = decide(client, NAME, new_mase=old + 0.5, **common)
-    assert not worse.promote and worse.champion_version == "1"
-    assert worse.champion_mase == pytest.approx(old, rel=1e-4)
-    assert worse.reason.startswith("not better: test MASE")
+    worse = decide(client, NAME, new_mae=old * 10, **common)
+    assert not worse.promote and not worse.failed and worse.champion_version == "1"
+    assert worse.reason.startswith("not better: walk-forward MAE")
 
-    better = decide(client, NAME, new_mase=old - 0.01, **common)
-    assert better.promote and better.reason.startswith("better: test MASE")
+    better = decide(client, NAME, new_mae=0.0, **common)
+    assert better.promote and better.reason.startswith("better: walk-forward MAE")
 
-    forced = decide(client, NAME, new_mase=old + 0.5, force=True, **common)
+    forced = decide(client, NAME, new_mae=old * 10, force=True, **common)
     assert forced.promote and "forced by operator" in forced.reason
+
+
+def test_gate_keeps_the_champion_when_its_re_evaluation_raises(
+    champion, ml_session_factory, tracking_uri, tmp_path
+):
+    """The champion's artifacts cannot be read (a store outage): the new version becomes
+    challenger, the summary says why and is not ok (the CLI exits 1), champion stays v1."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    store = Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    version_one = client.get_model_version(NAME, "1")
+    champion_files = Path(client.get_model_version_download_uri(NAME, "1").removeprefix("file://"))
+    assert version_one is not None and str(champion_files).startswith(str(store))
+    hidden = tmp_path / "hidden"
+    champion_files.rename(hidden)
+    try:
+        second = train_and_register(
+            session_factory=ml_session_factory,
+            ticker=TICKER,
+            config=tiny_config(),
+            tracking=Tracking(tracking_uri),
+        )
+    finally:
+        hidden.rename(champion_files)
+    assert not second.ok and second.gate_failed and not second.promoted
+    assert second.alias == CHALLENGER_ALIAS
+    assert "champion v1 could not be re-evaluated" in second.reason
+    assert "champion kept" in second.reason and second.error == second.reason
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION_ALIAS).version) == "1"
+
+
+def test_a_backtest_fold_never_reads_a_bar_after_its_forecast_origin(petr_bars):
+    """Wrecking every bar after the last fold's first origin changes no forecast made from
+    an origin before it, nor the fold's first forecast (its fit ends at that origin)."""
+    config = tiny_config(history_bars=300)
+    honest = walk_forward(petr_bars, config, horizon=2)
+    origin = honest.folds[-1].origins[0]
+    wrecked = dataclasses.replace(
+        petr_bars,
+        **{
+            c: np.concatenate([getattr(petr_bars, c)[: origin + 1],
+                               getattr(petr_bars, c)[origin + 1 :] * 3.0])
+            for c in ("open", "high", "low", "close")
+        },
+    )  # fmt: skip
+    again = walk_forward(wrecked, config, horizon=2)
+    np.testing.assert_array_equal(again.folds[0].paths.closes, honest.folds[0].paths.closes)
+    np.testing.assert_array_equal(again.folds[1].paths.closes[0], honest.folds[1].paths.closes[0])
+    assert not np.array_equal(again.folds[1].paths.closes[1:], honest.folds[1].paths.closes[1:])
 
 
 def test_worse_version_becomes_challenger_and_force_promote_makes_it_champion(
@@ -224,23 +258,26 @@ def test_worse_version_becomes_challenger_and_force_promote_makes_it_champion(
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     bad = tiny_config(epochs=1, learning_rate=0.9, units=4, seed=3)
     second = train_and_register(
-        session_factory=ml_session_factory, ticker=TICKER, config=bad, tracking_uri=tracking_uri
+        session_factory=ml_session_factory,
+        ticker=TICKER,
+        config=bad,
+        tracking=Tracking(tracking_uri),
     )
-    assert second.ok and second.version == "2"
+    assert second.ok and second.version == "3"
     assert not second.promoted and second.alias == CHALLENGER_ALIAS
     assert second.reason.startswith("not better") and "champion v1" in second.reason
     assert str(client.get_model_version_by_alias(NAME, CHAMPION_ALIAS).version) == "1"
-    assert str(client.get_model_version_by_alias(NAME, CHALLENGER_ALIAS).version) == "2"
+    assert str(client.get_model_version_by_alias(NAME, CHALLENGER_ALIAS).version) == "3"
 
     third = train_and_register(
         session_factory=ml_session_factory,
         ticker=TICKER,
         config=bad,
-        tracking_uri=tracking_uri,
+        tracking=Tracking(tracking_uri),
         force_promote=True,
     )
     assert third.promoted and third.alias == CHAMPION_ALIAS and "forced by operator" in third.reason
-    assert str(client.get_model_version_by_alias(NAME, CHAMPION_ALIAS).version) == "3"
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION_ALIAS).version) == "4"
 
 
 def test_too_few_bars_fails_before_anything_is_logged(ml_session_factory, tracking_uri):
@@ -249,7 +286,7 @@ def test_too_few_bars_fails_before_anything_is_logged(ml_session_factory, tracki
             session_factory=ml_session_factory,
             ticker=TINY_TICKER,
             config=tiny_config(),
-            tracking_uri=tracking_uri,
+            tracking=Tracking(tracking_uri),
         )
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     assert client.search_model_versions(f"name='{registered_model_name(TINY_TICKER)}'") == []

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from ml_lifecycle.evaluation.evaluate import evaluate_forecast
-from ml_lifecycle.evaluation.metrics import (
+from ml_lifecycle.evaluate import evaluate_forecast
+from ml_lifecycle.metrics import (
     directional_accuracy,
     mae,
     mape,

@@ -1,6 +1,6 @@
 """The use case: realized accuracy of a ticker's served champion and of its other versions.
 
-Metrics as in ``ml_lifecycle.evaluation.metrics`` (Hyndman & Koehler 2006 for MAE/MAPE),
+Metrics as in ``ml_lifecycle.metrics`` (Hyndman & Koehler 2006 for MAE/MAPE),
 applied to the realized outcomes of logged forecasts: the naive (persistence) forecast of
 the same origin predicts ``last_close`` for every step, and ``relative_mae`` = MAE / naive
 MAE (Hyndman & Koehler's relative MAE; below 1 the model beats persistence).

@@ -61,7 +61,8 @@ def ready(response: Response, service: PredictionServiceDep) -> Readiness:
 
 @router.get("/models")
 def list_models(service: PredictionServiceDep) -> list[ServedModelRead]:
-    """The served champion of each ticker, with its version and test-window metrics."""
+    """The served champion of each ticker: version, combination weight, interval levels and
+    walk-forward metrics."""
     return [
         ServedModelRead(
             ticker=m.ticker,
@@ -73,6 +74,8 @@ def list_models(service: PredictionServiceDep) -> list[ServedModelRead]:
             last_train_date=m.metadata.last_train_date,
             last_bar_date=m.metadata.last_bar_date,
             loaded_at=m.loaded_at,
+            combination_weight=m.metadata.combination.weight,
+            interval_levels=list(m.served_levels),
             metrics=model_metrics(m),
         )
         for m in service.predictor.served()

@@ -9,16 +9,17 @@ downloaded, even if the alias moves meanwhile; resolving the location with our o
 keeps MLflow's process-global tracking/registry URI out of the way. The network runs in
 onnxruntime, one intra-op thread per session; TensorFlow is never imported.
 
+Loading goes through :func:`common.registry.load_version` and forecasting through
+:class:`common.forecasting.Forecaster`, the same code the promotion gate, the backtest and
+the pyfunc model run.
+
 New champions are picked up without a restart: :meth:`Predictor.reload` (called at startup,
 by a polling thread every ``APP_MODEL_POLL_SECONDS`` and by ``POST /models/reload``) loads
 every champion whose version differs from the one served. A failed load keeps the old model
 serving; a ticker whose champion alias is removed keeps its last loaded model.
 
-Multi-step forecasts (horizon ``h``): predict the next log return ``r``, append a synthetic
-bar whose close is ``close[T] * exp(r)``, slide the window by one bar and repeat. The
-synthetic bar is the last bar rescaled by ``exp(r)`` (open, high and low too), so features
-that need OHLC (``hl_range``, ``oc_return``) hold the last bar's values while
-``rel_log_close`` follows the predicted path.
+Multi-step forecasts (horizon ``h``) feed each predicted bar back in; see
+:mod:`common.forecasting`.
 """
 
 from __future__ import annotations
@@ -26,43 +27,28 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import math
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from app.core.exceptions import ModelNotFoundError
 from app.core.monitoring import INFERENCE_LATENCY, MODEL_VERSION_LOADED
-from common.features import (
-    CLOSE_ONLY_FEATURES,
-    required_columns,
-    scale,
-    unscale,
-    window_features,
-)
-from common.model_contract import (
-    CHAMPION_ALIAS,
-    METADATA_ARTIFACT,
-    ONNX_ARTIFACT,
-    REGISTERED_MODEL_PREFIX,
-    ModelMetadata,
-)
+from common.exceptions import ModelLoadError
+from common.features import CLOSE_ONLY_FEATURES
+from common.forecasting import Forecaster, interval_bounds
+from common.model_contract import CHAMPION_ALIAS, REGISTERED_MODEL_PREFIX, ModelMetadata
+from common.registry import load_version
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-
-class ModelLoadError(RuntimeError):
-    """A champion's artifacts are missing, unreadable or inconsistent with its metadata."""
+__all__ = ["Forecast", "ModelLoadError", "Predictor", "ServedModel", "build_served_model"]
 
 
 @dataclass(frozen=True)
@@ -73,29 +59,20 @@ class Forecast:
         closes: predicted closes, shape ``(horizon,)``, listing currency.
         log_returns: predicted next-bar log returns, shape ``(horizon,)``.
         inference_seconds: time spent in the network's forward passes, seconds.
+        lower / upper: interval bounds ``(n_levels, horizon)`` for the model's
+            :attr:`ServedModel.served_levels` (None without calibration).
     """
 
     closes: FloatArray
     log_returns: FloatArray
     inference_seconds: float
-
-
-@dataclass(frozen=True)
-class _ForecastConstants:
-    """What every forecast of one model uses, derived from its metadata once."""
-
-    columns: tuple[str, ...]  # the OHLCV columns the features read, ``close`` always
-    feature_mean: FloatArray  # (n_features,)
-    feature_scale: FloatArray  # (n_features,)
-    target_mean: FloatArray  # (1,)
-    target_scale: FloatArray  # (1,)
-    output_names: list[str]  # the network's first output only
-    inference_latency: Any  # the model's child of ``stockcast_model_inference_seconds``
+    lower: FloatArray | None = None
+    upper: FloatArray | None = None
 
 
 @dataclass(eq=False)
 class ServedModel:
-    """One champion in memory: its registry identity, metadata and ONNX session.
+    """One champion in memory: its registry identity, metadata and forecaster.
 
     The fields are set once, at load; ``memo`` (mutable, hence no ``frozen``) holds what
     callers derive from this model once rather than per request (the service keeps the
@@ -107,9 +84,9 @@ class ServedModel:
     name: str
     version: str
     metadata: ModelMetadata
-    session: ort.InferenceSession
-    input_name: str
+    forecaster: Forecaster
     loaded_at: dt.datetime
+    interval_levels: tuple[float, ...] = ()
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -123,17 +100,22 @@ class ServedModel:
         return set(self.metadata.features) <= CLOSE_ONLY_FEATURES
 
     @functools.cached_property
-    def _constants(self) -> _ForecastConstants:
-        meta = self.metadata
-        return _ForecastConstants(
-            columns=tuple(sorted({"close", *required_columns(meta.features)})),
-            feature_mean=np.asarray(meta.feature_scaler.mean, dtype=np.float64),
-            feature_scale=np.asarray(meta.feature_scaler.scale, dtype=np.float64),
-            target_mean=np.asarray(meta.target_scaler.mean, dtype=np.float64),
-            target_scale=np.asarray(meta.target_scaler.scale, dtype=np.float64),
-            output_names=[self.session.get_outputs()[0].name],
-            inference_latency=INFERENCE_LATENCY.labels(ticker=self.ticker),
-        )
+    def _inference_latency(self) -> Any:
+        return INFERENCE_LATENCY.labels(ticker=self.ticker)
+
+    @property
+    def served_levels(self) -> tuple[float, ...]:
+        """The interval levels this model serves: the configured ones if it is calibrated."""
+        return self.interval_levels if self.metadata.intervals is not None else ()
+
+    def _quantiles(self, horizon: int) -> FloatArray | None:
+        """Conformal quantiles ``(n_levels, horizon)``, computed once per horizon."""
+        key = f"interval-quantiles:{horizon}"
+        if key not in self.memo:
+            q = self.forecaster.step_quantiles(self.interval_levels, horizon)
+            self.memo[key] = q
+        quantiles: FloatArray | None = self.memo[key]
+        return quantiles
 
     def forecast(self, bars: Mapping[str, npt.ArrayLike], horizon: int) -> Forecast:
         """Predict ``horizon`` closes after the last bar, feeding predictions back in.
@@ -150,41 +132,57 @@ class ServedModel:
         Raises:
             ValueError: fewer than ``lookback`` bars, or ``horizon < 1``.
         """
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        meta = self.metadata
-        lookback = meta.lookback
-        const = self._constants
-        # One buffer per column holds the lookback bars and then the synthetic bars: step k's
-        # window is the view buffer[k : k + lookback] (no copy, no np.append per step).
-        buffers: dict[str, FloatArray] = {}
-        for column in const.columns:
-            values = np.asarray(bars[column], dtype=np.float64)
-            if len(values) < lookback:
-                raise ValueError(f"need {lookback} bars, got {len(values)}")
-            buffer = np.empty(lookback + horizon, dtype=np.float64)
-            buffer[:lookback] = values[-lookback:]
-            buffers[column] = buffer
-        close = buffers["close"]
-        returns = np.empty(horizon, dtype=np.float64)
-        inference = 0.0
-        for step in range(horizon):
-            end = step + lookback
-            window = {column: buffer[step:end] for column, buffer in buffers.items()}
-            x = window_features(window, lookback, meta.features)  # (1, lookback, n_features)
-            x_scaled = scale(x, const.feature_mean, const.feature_scale).astype(np.float32)
-            began = time.perf_counter()
-            output = self.session.run(const.output_names, {self.input_name: x_scaled})[0]
-            inference += time.perf_counter() - began
-            scaled = np.asarray(output, dtype=np.float64).reshape(-1)[:1]
-            r = float(unscale(scaled, const.target_mean, const.target_scale)[0])
-            ratio = math.exp(r)
-            for buffer in buffers.values():
-                buffer[end] = buffer[end - 1] * ratio
-            returns[step] = r
-        closes = close[lookback:].copy()
-        const.inference_latency.observe(inference)
-        return Forecast(closes=closes, log_returns=returns, inference_seconds=inference)
+        n_bars = len(bars["close"])  # type: ignore[arg-type]
+        if n_bars < self.lookback:
+            raise ValueError(f"need {self.lookback} bars, got {n_bars}")
+        quantiles = self._quantiles(horizon)
+        paths = self.forecaster.forecast_paths(
+            bars, (n_bars - 1,), horizon, with_sigma=quantiles is not None
+        )
+        self._inference_latency.observe(paths.inference_seconds)
+        lower = upper = None
+        if quantiles is not None:
+            low, high = interval_bounds(paths, quantiles)
+            lower, upper = low[:, 0, :], high[:, 0, :]
+        return Forecast(
+            closes=paths.closes[0],
+            log_returns=paths.log_returns[0],
+            inference_seconds=paths.inference_seconds,
+            lower=lower,
+            upper=upper,
+        )
+
+
+def build_served_model(
+    *,
+    name: str,
+    version: str,
+    metadata: ModelMetadata,
+    onnx_bytes: bytes,
+    interval_levels: tuple[float, ...] = (80.0, 95.0),
+) -> ServedModel:
+    """An in-memory model from its metadata and ONNX bytes, checked with one forward pass.
+
+    ``interval_levels`` (percent) are the prediction intervals its forecasts carry when its
+    metadata holds an interval calibration.
+
+    Raises:
+        ModelLoadError: unsupported target, scaler lengths not matching the features, or an
+            ONNX graph that does not accept ``(1, lookback, n_features)`` float32.
+    """
+    try:
+        forecaster = Forecaster.from_onnx(metadata, onnx_bytes)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{name} v{version}: {exc}") from exc
+    return ServedModel(
+        ticker=metadata.ticker,
+        name=name,
+        version=version,
+        metadata=metadata,
+        forecaster=forecaster,
+        loaded_at=dt.datetime.now(dt.UTC),
+        interval_levels=tuple(interval_levels),
+    )
 
 
 @dataclass
@@ -196,56 +194,19 @@ class ReloadReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def _session_options() -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return options
-
-
-def build_served_model(
-    *, name: str, version: str, metadata: ModelMetadata, onnx_bytes: bytes
-) -> ServedModel:
-    """An in-memory model from its metadata and ONNX bytes, checked with one forward pass.
-
-    Raises:
-        ModelLoadError: unsupported target, scaler lengths not matching the features, or an
-            ONNX graph that does not accept ``(1, lookback, n_features)`` float32.
-    """
-    if metadata.target != "log_return":
-        raise ModelLoadError(f"{name} v{version}: unsupported target {metadata.target!r}")
-    n_features = len(metadata.features)
-    if len(metadata.feature_scaler.mean) != n_features or len(metadata.target_scaler.mean) != 1:
-        raise ModelLoadError(f"{name} v{version}: scaler lengths do not match the features")
-    try:
-        required_columns(metadata.features)
-        session = ort.InferenceSession(
-            onnx_bytes, sess_options=_session_options(), providers=["CPUExecutionProvider"]
-        )
-        input_name = session.get_inputs()[0].name
-        probe = np.zeros((1, metadata.lookback, n_features), dtype=np.float32)
-        out = np.asarray(session.run(None, {input_name: probe})[0])
-    except Exception as exc:
-        raise ModelLoadError(f"{name} v{version}: cannot run the ONNX model: {exc}") from exc
-    if out.size < 1 or not np.all(np.isfinite(out)):
-        raise ModelLoadError(f"{name} v{version}: the ONNX model returned {out!r} on a probe")
-    return ServedModel(
-        ticker=metadata.ticker,
-        name=name,
-        version=version,
-        metadata=metadata,
-        session=session,
-        input_name=input_name,
-        loaded_at=dt.datetime.now(dt.UTC),
-    )
-
-
 class Predictor:
     """The champions being served, by ticker, refreshed from the MLflow registry."""
 
-    def __init__(self, *, tracking_uri: str, registry_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        registry_uri: str | None = None,
+        interval_levels: tuple[float, ...] = (80.0, 95.0),
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
+        self.interval_levels = tuple(interval_levels)
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -313,37 +274,16 @@ class Predictor:
                 return champions
 
     def _download(self, name: str, version: str) -> ServedModel:
-        from mlflow.artifacts import download_artifacts  # noqa: PLC0415
-
-        label = f"models:/{name}/{version}"
         try:
-            # resolved with our own client: a ``models:/`` URI would be resolved against
-            # MLflow's process-global registry URI, not ``self.registry_uri``
-            root = str(self._client().get_model_version_download_uri(name, version)).rstrip("/")
+            loaded = load_version(self._client(), name, version)
         except Exception as exc:
-            raise ModelLoadError(f"{label}: cannot resolve its artifact location: {exc}") from exc
-        with tempfile.TemporaryDirectory(prefix="stockcast-model-") as tmp:
-            paths = {}
-            for artifact in (METADATA_ARTIFACT, ONNX_ARTIFACT):
-                try:
-                    paths[artifact] = Path(
-                        download_artifacts(
-                            artifact_uri=f"{root}/{artifact}",
-                            dst_path=tmp,
-                            tracking_uri=self.tracking_uri,
-                        )
-                    )
-                except Exception as exc:
-                    raise ModelLoadError(f"{label}: cannot download {artifact}: {exc}") from exc
-            try:
-                metadata = ModelMetadata.model_validate_json(
-                    paths[METADATA_ARTIFACT].read_text(encoding="utf-8")
-                )
-            except ValueError as exc:
-                raise ModelLoadError(f"{label}: invalid {METADATA_ARTIFACT}: {exc}") from exc
-            onnx_bytes = paths[ONNX_ARTIFACT].read_bytes()
+            raise ModelLoadError(str(exc)) from exc
         return build_served_model(
-            name=name, version=version, metadata=metadata, onnx_bytes=onnx_bytes
+            name=name,
+            version=version,
+            metadata=loaded.metadata,
+            onnx_bytes=loaded.onnx_bytes,
+            interval_levels=self.interval_levels,
         )
 
     def reload(self) -> ReloadReport:

@@ -19,12 +19,14 @@ EXAMPLE_CLOSES: list[JsonValue] = [
 
 
 class ModelMetrics(BaseModel):
-    """Test-window metrics of the model and of the naive (persistence) baseline.
+    """Walk-forward metrics of the model and of the naive (persistence) baseline.
 
-    Computed by ml_lifecycle on the chronological test split of one-step-ahead forecasts
-    (Hyndman & Koehler 2006): ``mae``/``rmse`` in the listing currency, ``mape`` and
-    ``directional_accuracy`` in percent, ``mase`` = MAE / in-sample MAE of the naive forecast
-    on the training closes. The model beats the naive baseline when ``mase < naive_mase``.
+    Computed by ml_lifecycle on the one-step forecasts of its walk-forward backtest (refit
+    before each test fold; Hyndman & Koehler 2006 for the metrics): ``mae``/``rmse`` in the
+    listing currency, ``mape`` and ``directional_accuracy`` in percent, ``mase`` = MAE /
+    in-sample MAE of the naive forecast; ``relative_mae`` = MAE / naive MAE (below 1: better
+    than naive), ``dm_pvalue`` its Diebold-Mariano p-value (HLN-corrected), ``coverage_80`` /
+    ``coverage_95`` the percent of actual closes inside the 80% / 95% intervals.
     """
 
     mae: float | None = None
@@ -35,6 +37,11 @@ class ModelMetrics(BaseModel):
     naive_mae: float | None = None
     naive_mape: float | None = None
     naive_mase: float | None = None
+    relative_mae: float | None = None
+    dm_pvalue: float | None = None
+    up_days: float | None = None
+    coverage_80: float | None = None
+    coverage_95: float | None = None
 
 
 class ModelInfo(BaseModel):
@@ -45,15 +52,32 @@ class ModelInfo(BaseModel):
     lookback: int = Field(description="bars per input window", examples=[60])
     features: list[str] = Field(examples=[["rel_log_close"]])
     last_bar_date: dt.date = Field(description="last bar the model saw in training/evaluation")
+    combination_weight: float = Field(
+        description="shrinkage of the network's forecast toward the naive one, in [0, 1]; "
+        "0 = the served forecast is exactly the naive one (no skill shown on validation)"
+    )
     metrics: ModelMetrics
 
 
+class PredictionInterval(BaseModel):
+    """A conformal prediction interval of one forecast step."""
+
+    level: float = Field(description="nominal coverage, percent", examples=[80.0])
+    lower: float = Field(description="listing currency")
+    upper: float = Field(description="listing currency")
+
+
 class PredictionPoint(BaseModel):
-    """The predicted close of one trading day."""
+    """The predicted close of one trading day, with its prediction intervals."""
 
     target_date: dt.date = Field(description="a following session of the ticker's exchange")
     predicted_close: float = Field(description="listing currency")
     change_pct: float = Field(description="percent change against last_close")
+    intervals: list[PredictionInterval] = Field(
+        default_factory=list,
+        description="one per level of APP_INTERVAL_LEVELS (empty for a model without "
+        "interval calibration); wider at later steps",
+    )
 
 
 class PredictionResponse(BaseModel):
@@ -106,6 +130,12 @@ class ServedModelRead(BaseModel):
     last_train_date: dt.date
     last_bar_date: dt.date
     loaded_at: dt.datetime
+    combination_weight: float = Field(
+        description="shrinkage toward the naive forecast, in [0, 1]; 0 = serves naive"
+    )
+    interval_levels: list[float] = Field(
+        description="levels of the intervals served (empty: the model has no calibration)"
+    )
     metrics: ModelMetrics
 
 

@@ -38,6 +38,7 @@ from app.features.stock_prediction.predictor import Forecast, Predictor, ServedM
 from app.features.stock_prediction.schemas import (
     ModelInfo,
     ModelMetrics,
+    PredictionInterval,
     PredictionPoint,
     PredictionResponse,
 )
@@ -49,6 +50,9 @@ from common.exchanges import (
 )
 from common.price_store import Bars, read_last_bars
 
+#: Interval levels (percent) that prediction_log stores (columns lower_80 ... upper_95);
+#: other configured levels are in the response only.
+LOGGED_LEVELS = frozenset({80.0, 95.0})
 #: Lookback windows kept at most in a worker's bars cache (one per ticker and lookback).
 BARS_CACHE_MAXSIZE = 1_024
 
@@ -83,6 +87,9 @@ class LookbackWindow:
             forecast = model.forecast(self.bars.as_mapping(), horizon)
             forecast.closes.setflags(write=False)
             forecast.log_returns.setflags(write=False)
+            for bounds in (forecast.lower, forecast.upper):
+                if bounds is not None:
+                    bounds.setflags(write=False)
             self.forecasts[key] = forecast
         return forecast
 
@@ -160,6 +167,7 @@ class _ResponseParts:
     info: ModelInfo
     served: Counter
     points: Counter
+    logged_levels: tuple[tuple[str, str, int], ...]  # (lower column, upper column, level row)
 
 
 def _response_parts(model: ServedModel, input_source: str) -> _ResponseParts:
@@ -174,6 +182,7 @@ def _response_parts(model: ServedModel, input_source: str) -> _ResponseParts:
             lookback=model.lookback,
             features=list(model.metadata.features),
             last_bar_date=model.metadata.last_bar_date,
+            combination_weight=model.metadata.combination.weight,
             metrics=model_metrics(model),
         )
         parts = _ResponseParts(
@@ -182,6 +191,11 @@ def _response_parts(model: ServedModel, input_source: str) -> _ResponseParts:
                 ticker=model.ticker, model_version=model.version, endpoint=input_source
             ),
             points=PREDICTED_POINTS.labels(ticker=model.ticker, model_version=model.version),
+            logged_levels=tuple(
+                (f"lower_{level:g}", f"upper_{level:g}", row)
+                for row, level in enumerate(model.served_levels)
+                if level in LOGGED_LEVELS
+            ),
         )
         model.memo[key] = parts
     return parts
@@ -203,6 +217,10 @@ async def _respond(
     horizon = len(forecast.closes)
     target_dates = target_dates_of(model.ticker, as_of_date, horizon)
     request_id = uuid.uuid4()
+    parts = _response_parts(model, input_source)
+    levels = model.served_levels
+    lower = forecast.lower.tolist() if forecast.lower is not None else None
+    upper = forecast.upper.tolist() if forecast.upper is not None else None
     # model_construct: the values are ours and already typed, nothing to validate (FastAPI
     # serializes the response against its model all the same)
     points = [
@@ -210,8 +228,16 @@ async def _respond(
             target_date=day,
             predicted_close=float(close),
             change_pct=(float(close) / last_close - 1.0) * 100.0,
+            intervals=[
+                PredictionInterval.model_construct(
+                    level=level, lower=lower[row][step], upper=upper[row][step]
+                )
+                for row, level in enumerate(levels)
+            ]
+            if lower is not None and upper is not None
+            else [],
         )
-        for day, close in zip(target_dates, forecast.closes, strict=True)
+        for step, (day, close) in enumerate(zip(target_dates, forecast.closes, strict=True))
     ]
     latency_ms = (time.perf_counter() - started) * 1000.0
     rows: list[dict[str, Any]] = [
@@ -228,11 +254,19 @@ async def _respond(
             "model_name": model.name,
             "model_version": model.version,
             "latency_ms": latency_ms,
+            "lower_80": None,
+            "upper_80": None,
+            "lower_95": None,
+            "upper_95": None,
         }
         for step, point in enumerate(points, start=1)
     ]
+    if lower is not None and upper is not None:
+        for lower_column, upper_column, row in parts.logged_levels:
+            for step, values in enumerate(rows):
+                values[lower_column] = lower[row][step]
+                values[upper_column] = upper[row][step]
     await log_writer.write(rows)
-    parts = _response_parts(model, input_source)
     parts.served.inc()
     parts.points.inc(horizon)
     return PredictionResponse.model_construct(

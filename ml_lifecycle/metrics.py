@@ -7,6 +7,8 @@ Journal of Forecasting 22(4), 679-688 (MAE, RMSE, MAPE, MASE).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -111,3 +113,46 @@ def forecast_metrics(
         "r2": r2(actual, predicted),
         "directional_accuracy": directional_accuracy(actual, predicted, previous=previous),
     }
+
+
+def diebold_mariano(
+    loss_model: npt.ArrayLike, loss_benchmark: npt.ArrayLike, *, horizon: int = 1
+) -> tuple[float, float, float]:
+    """Diebold-Mariano test of equal accuracy with the Harvey-Leybourne-Newbold correction.
+
+    ``d_t = L_model,t - L_benchmark,t``; ``DM = mean(d) / sqrt(V / n)`` with ``V`` the
+    long-run variance from the autocovariances of ``d`` up to lag ``h - 1`` (Diebold &
+    Mariano 1995, "Comparing predictive accuracy", JBES 13(3)); the small-sample statistic
+    ``DM* = DM * sqrt((n + 1 - 2h + h(h - 1) / n) / n)`` is compared with Student's t with
+    ``n - 1`` degrees of freedom (Harvey, Leybourne & Newbold 1997, "Testing the equality of
+    prediction mean squared errors", IJF 13(2), eq. 9).
+
+    Args:
+        loss_model: per-forecast losses of the model ``(n,)`` (e.g. absolute errors).
+        loss_benchmark: the benchmark's losses on the same targets ``(n,)``.
+        horizon: forecast horizon ``h`` (1 for one-step forecasts).
+
+    Returns:
+        ``(statistic, p_two_sided, p_model_better)``: negative statistics favour the model;
+        ``p_model_better`` is the one-sided p-value of "the model's loss is lower". With
+        ``d`` identically zero (same forecasts): ``(0.0, 1.0, 1.0)``.
+
+    Raises:
+        ValueError: fewer than 3 pairs, or lengths that differ.
+    """
+    from scipy import stats  # noqa: PLC0415 - only evaluation needs scipy
+
+    d = _arr(loss_model) - _arr(loss_benchmark)
+    if d.shape != _arr(loss_benchmark).shape or d.size < 3:
+        raise ValueError(f"need >= 3 paired losses of equal length, got {d.size}")
+    n, h = d.size, horizon
+    centred = d - d.mean()
+    gammas = [float(centred[k:] @ centred[: n - k]) / n for k in range(h)]
+    variance = (gammas[0] + 2.0 * sum(gammas[1:])) / n
+    if not variance > 0.0:
+        return 0.0, 1.0, 1.0
+    dm = float(d.mean()) / math.sqrt(variance)
+    dm_star = dm * math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
+    p_two = float(2.0 * stats.t.sf(abs(dm_star), df=n - 1))
+    p_better = float(stats.t.cdf(dm_star, df=n - 1))
+    return dm_star, p_two, p_better

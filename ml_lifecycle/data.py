@@ -24,17 +24,8 @@ import numpy.typing as npt
 from common.features import FloatArray, make_supervised, scale
 from common.model_contract import ScalerParams
 from common.price_store import Bars
-from ml_lifecycle.training.config import TrainConfig
-
-
-class InsufficientBarsError(ValueError):
-    """A ticker has no bars, or too few for the lookback plus the minimum split sizes."""
-
-    def __init__(self, ticker: str, n_bars: int, required: int, detail: str) -> None:
-        self.ticker = ticker
-        self.n_bars = n_bars
-        self.required = required
-        super().__init__(f"{ticker}: {n_bars} bars stored, need at least {required} ({detail})")
+from ml_lifecycle.config import TrainConfig
+from ml_lifecycle.exceptions import InsufficientBarsError
 
 
 @dataclass(frozen=True)
@@ -238,4 +229,106 @@ def prepare_data(bars: Bars, config: TrainConfig) -> PreparedData:
         train_closes=close[: b.train_end],
         dates=dates,
         currency=bars.currency,
+    )
+
+
+@dataclass(frozen=True)
+class FitData:
+    """The bars one model version is fit on, split into training and validation windows.
+
+    Attributes:
+        ticker: normalized ticker.
+        bars: OHLCV arrays of the fit window ``(n,)`` (the only bars the fit may read).
+        dates: bar dates ``(n,)``.
+        train_end: first validation target index; training targets are
+            ``[lookback, train_end)``, validation targets ``[train_end, n)``.
+        train: scaled training windows; val: scaled validation windows.
+        feature_scaler / target_scaler: fit on the training windows only.
+        currency: listing currency, when known.
+    """
+
+    ticker: str
+    bars: dict[str, FloatArray]
+    dates: npt.NDArray[np.object_]
+    train_end: int
+    train: Segment
+    val: Segment
+    feature_scaler: ScalerParams
+    target_scaler: ScalerParams
+    currency: str | None
+
+    @property
+    def n_bars(self) -> int:
+        """Bars in the fit window."""
+        return len(self.dates)
+
+
+def fit_window_bars(config: TrainConfig) -> int:
+    """The fewest bars a fit window needs: lookback + ``min_split_windows`` training and
+    validation windows each, with ``val_fraction`` of the window for validation."""
+    m = config.min_split_windows
+    n = config.lookback + 2 * m
+    while n - _n_val(n, config) - config.lookback < m or _n_val(n, config) < m:
+        n += 1
+    return n
+
+
+def prepare_fit(
+    bars: Mapping[str, npt.ArrayLike],
+    dates: npt.ArrayLike,
+    config: TrainConfig,
+    *,
+    ticker: str,
+    currency: str | None = None,
+) -> FitData:
+    """Split the bars of one fit window into training and validation windows, scaled.
+
+    The window is the last ``history_bars`` of ``bars``; its last ``val_fraction`` of bars
+    are validation targets (early stopping, the combination weight and the interval
+    calibration), the rest training targets. The scalers see training windows only.
+
+    Args:
+        bars: OHLCV arrays ``(n_bars,)`` up to the last bar the fit may know, oldest first.
+        dates: their dates ``(n_bars,)``.
+        config: lookback, features, ``val_fraction``, ``history_bars``.
+        ticker: for error messages; currency: listing currency.
+
+    Raises:
+        InsufficientBarsError: fewer bars than :func:`fit_window_bars`.
+    """
+    all_dates = np.asarray(dates, dtype=object)
+    n = len(all_dates)
+    keep = n if config.history_bars is None else min(n, config.history_bars)
+    required = fit_window_bars(config)
+    if keep < required:
+        raise InsufficientBarsError(
+            ticker,
+            n,
+            required,
+            f"lookback {config.lookback} + at least {config.min_split_windows} windows in "
+            f"each of train and validation with val_fraction {config.val_fraction}",
+        )
+    mapping = {k: np.asarray(v, dtype=np.float64)[n - keep :] for k, v in bars.items()}
+    window_dates = all_dates[n - keep :]
+    train_end = keep - _n_val(keep, config)
+    lk, feats = config.lookback, config.features
+    x_tr, y_tr = segment_windows(mapping, start=lk, stop=train_end, lookback=lk, features=feats)
+    x_va, y_va = segment_windows(mapping, start=train_end, stop=keep, lookback=lk, features=feats)
+    fscaler, tscaler = fit_scaler(x_tr), fit_scaler(y_tr)
+    common: dict[str, Any] = {
+        "bars": mapping,
+        "dates": window_dates,
+        "fscaler": fscaler,
+        "tscaler": tscaler,
+    }
+    return FitData(
+        ticker=ticker,
+        bars=mapping,
+        dates=window_dates,
+        train_end=train_end,
+        train=_segment(**common, x_raw=x_tr, y_raw=y_tr, start=lk, stop=train_end),
+        val=_segment(**common, x_raw=x_va, y_raw=y_va, start=train_end, stop=keep),
+        feature_scaler=fscaler,
+        target_scaler=tscaler,
+        currency=currency,
     )

@@ -1,4 +1,5 @@
-"""Logging one trained model to MLflow 3 and registering it as a new model version.
+"""The model registry side: logging one trained model to MLflow 3, registering it as a new
+model version, and the promotion gate (champion or challenger).
 
 One logged pyfunc model per version (``name="model"``) carries everything needed to predict
 from raw bars, so ``models:/stock-lstm-<TICKER>@champion`` is enough to serve:
@@ -14,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from common.forecasting import Forecaster
 from common.model_contract import (
     METRIC_TAG_PREFIX,
     TICKER_TAG,
     ModelMetadata,
 )
+from common.registry import champion_version, load_champion
+from ml_lifecycle.exceptions import OnnxMismatchError
+from ml_lifecycle.metrics import mae
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +41,6 @@ ONNX_TOLERANCE = 1e-4
 MODEL_NAME = "model"
 #: Distributions the pyfunc needs at serving time (pinned to the versions used to train).
 PYFUNC_DISTRIBUTIONS = ("mlflow", "cloudpickle", "numpy", "pandas", "pydantic", "onnxruntime")
-
-
-class OnnxMismatchError(RuntimeError):
-    """The ONNX export does not reproduce the Keras network within :data:`ONNX_TOLERANCE`."""
 
 
 def pip_requirements() -> list[str]:
@@ -56,7 +58,9 @@ def keras_predict(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.floa
     return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
-def export_onnx(model: Any, path: Path, sample: npt.NDArray[np.float32]) -> float:
+def export_onnx(
+    model: Any, path: Path, sample: npt.NDArray[np.float32], metadata: ModelMetadata
+) -> float:
     """Export ``model`` to ONNX at ``path`` and check it against Keras on ``sample``.
 
     The model is called once first (Keras needs built shapes), then exported with
@@ -66,6 +70,7 @@ def export_onnx(model: Any, path: Path, sample: npt.NDArray[np.float32]) -> floa
         model: a built ``keras.Model``.
         path: destination ``.onnx`` file.
         sample: scaled real windows ``(n, lookback, n_features)`` to compare on.
+        metadata: the version's metadata (the ONNX model is opened as it will be served).
 
     Returns:
         The largest absolute difference between ONNX and Keras outputs.
@@ -73,11 +78,10 @@ def export_onnx(model: Any, path: Path, sample: npt.NDArray[np.float32]) -> floa
     Raises:
         OnnxMismatchError: if that difference exceeds :data:`ONNX_TOLERANCE`.
     """
-    from ml_lifecycle.inference import OnnxNetwork  # noqa: PLC0415
-
     model(sample[:1])
     model.export(str(path), format="onnx", verbose=False)
-    diff = float(np.max(np.abs(OnnxNetwork(path)(sample) - keras_predict(model, sample))))
+    onnx_out = np.asarray(Forecaster.from_onnx(metadata, str(path)).network(sample)).reshape(-1)
+    diff = float(np.max(np.abs(onnx_out - keras_predict(model, sample))))
     if not diff <= ONNX_TOLERANCE:
         raise OnnxMismatchError(f"ONNX export differs from Keras by {diff:.2e} > {ONNX_TOLERANCE}")
     return diff
@@ -134,13 +138,13 @@ def log_model_version(
     import mlflow  # noqa: PLC0415
     from mlflow.models import ModelSignature, infer_signature  # noqa: PLC0415
 
-    from ml_lifecycle.export.pyfunc_model import LstmForecaster  # noqa: PLC0415
+    from ml_lifecycle.pyfunc_model import LstmForecaster  # noqa: PLC0415
 
     work_dir.mkdir(parents=True, exist_ok=True)
     meta_path = work_dir / "metadata.json"
     meta_path.write_text(metadata.model_dump_json(indent=2), encoding="utf-8")
     onnx_path = work_dir / "model.onnx"
-    diff = export_onnx(keras_model, onnx_path, onnx_sample)
+    diff = export_onnx(keras_model, onnx_path, onnx_sample, metadata)
     keras_path = work_dir / "model.keras"
     keras_model.save(keras_path)
     artifacts = {"metadata": str(meta_path), "onnx": str(onnx_path), "keras": str(keras_path)}
@@ -181,3 +185,91 @@ def tag_version(
         client.set_model_version_tag(name, version, f"{METRIC_TAG_PREFIX}{key}", f"{value:.6g}")
     for key, text in (extra or {}).items():
         client.set_model_version_tag(name, version, key, text[:5000])
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Outcome of the gate: promote or not, why, and the champion it was compared with.
+
+    ``failed`` is True when the champion could not be re-evaluated: the gate then keeps the
+    champion (fails closed) and the CLI reports the ticker as failed.
+    """
+
+    promote: bool
+    reason: str
+    champion_version: str | None = None
+    champion_mae: float | None = None
+    failed: bool = False
+
+
+def has_champion(client: Any, name: str) -> bool:
+    """True when ``name`` has a version with the alias ``champion``."""
+    return champion_version(client, name) is not None
+
+
+def champion_mae(
+    client: Any, name: str, *, bars: dict[str, npt.NDArray[Any]], targets: npt.ArrayLike
+) -> tuple[str, float]:
+    """The champion's version and MAE of its one-step forecasts of ``close[targets]``.
+
+    Loads the champion with :func:`common.registry.load_champion` and forecasts through its
+    ONNX artifact (its own lookback, features, scalers and combination weight), each target
+    from the bars before it only.
+
+    Raises:
+        LookupError: no champion; RegistryReadError / MlflowException: it cannot be loaded;
+        ModelLoadError: its ONNX model does not run; ValueError: its lookback does not fit.
+    """
+    loaded = load_champion(client, name)
+    forecaster = Forecaster.from_onnx(loaded.metadata, loaded.onnx_bytes)
+    t = np.asarray(targets, dtype=np.int64)
+    predicted = forecaster.forecast_paths(bars, t - 1, 1).closes[:, 0]
+    return loaded.version, mae(np.asarray(bars["close"], dtype=np.float64)[t], predicted)
+
+
+def decide(
+    client: Any,
+    name: str,
+    *,
+    new_mae: float,
+    bars: dict[str, npt.NDArray[Any]],
+    targets: npt.ArrayLike,
+    force: bool = False,
+) -> GateDecision:
+    """Promotion gate: the new version against the champion on the same walk-forward targets.
+
+    The new version's ``new_mae`` is the MAE of its walk-forward one-step forecasts of
+    ``close[targets]``; the champion forecasts the same targets from the same bars. The new
+    version is promoted when there is no champion or its MAE is lower. Any error while
+    reading or re-evaluating the champion keeps the champion (``failed``; fails closed);
+    ``force`` (``--force-promote``) promotes whatever happens.
+
+    Returns:
+        A :class:`GateDecision` with a reason a person can read.
+    """
+    version: str | None = None
+    try:
+        version = champion_version(client, name)
+        if version is None:
+            return GateDecision(True, "no champion yet")
+        _, old = champion_mae(client, name, bars=bars, targets=targets)
+    except Exception as exc:
+        what = f"champion v{version}" if version is not None else "the champion alias"
+        logger.warning("%s of %s could not be re-evaluated: %s", what, name, exc)
+        if force:
+            reason = f"forced by operator (--force-promote); {what} not re-evaluated ({exc})"
+            return GateDecision(True, reason, version)
+        reason = f"{what} could not be re-evaluated ({exc}); champion kept"
+        return GateDecision(False, reason, version, failed=True)
+    n = len(np.asarray(targets))
+    comparison = (
+        f"walk-forward MAE {new_mae:.6g} vs champion v{version}'s {old:.6g} "
+        f"on the same {n} one-step targets"
+    )
+    if new_mae < old:
+        return GateDecision(True, f"better: {comparison}", version, old)
+    if force:
+        return GateDecision(
+            True, f"forced by operator (--force-promote); not better: {comparison}", version, old
+        )
+    return GateDecision(False, f"not better: {comparison}", version, old)

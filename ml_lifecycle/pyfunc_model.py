@@ -16,14 +16,12 @@ import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
 from common.features import required_columns
+from common.forecasting import Forecaster
 from common.model_contract import ModelMetadata
+from ml_lifecycle.exceptions import InsufficientInputError
 
 #: Columns of the pyfunc's output DataFrame (one row per call).
 OUTPUT_COLUMNS = ("last_bar_date", "last_close", "predicted_log_return", "predicted_close")
-
-
-class InsufficientInputError(ValueError):
-    """The input has fewer bars than the model's lookback, or lacks a needed column."""
 
 
 class LstmForecaster(PythonModel):
@@ -31,12 +29,10 @@ class LstmForecaster(PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Read the metadata and open the ONNX network (called once by MLflow on load)."""
-        from ml_lifecycle.inference import OnnxNetwork  # noqa: PLC0415
-
         self.metadata = ModelMetadata.model_validate_json(
             Path(context.artifacts["metadata"]).read_text(encoding="utf-8")
         )
-        self.network = OnnxNetwork(Path(context.artifacts["onnx"]))
+        self.forecaster = Forecaster.from_onnx(self.metadata, str(context.artifacts["onnx"]))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -56,10 +52,8 @@ class LstmForecaster(PythonModel):
         Raises:
             InsufficientInputError: fewer rows than ``lookback`` or a missing column.
         """
-        from ml_lifecycle.inference import scaled_windows, to_log_return  # noqa: PLC0415
-
         meta = self.metadata
-        needed = required_columns(meta.features)
+        needed = sorted({"close", *required_columns(meta.features)})
         missing = [c for c in needed if c not in model_input.columns]
         if missing:
             raise InsufficientInputError(f"input lacks column(s) {missing}")
@@ -70,8 +64,9 @@ class LstmForecaster(PythonModel):
             )
         tail = frame.iloc[-meta.lookback :]
         bars = {c: tail[c].to_numpy(dtype=np.float64) for c in needed}
-        x = scaled_windows(meta, bars)
-        log_ret = float(to_log_return(meta, self.network(x))[-1])
+        log_ret = float(
+            self.forecaster.forecast_paths(bars, (meta.lookback - 1,), 1).log_returns[0, 0]
+        )
         last_close = float(bars["close"][-1])
         last_date = tail["date"].iloc[-1] if "date" in tail.columns else None
         return pd.DataFrame(

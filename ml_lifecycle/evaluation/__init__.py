@@ -1,1 +1,0 @@
-"""Test-window metrics, the naive baseline and plots."""

@@ -1,1 +1,0 @@
-"""Logging the model to MLflow, registering it and the promotion gate."""

@@ -1,1 +1,0 @@
-"""Leak-free preprocessing, hyperparameters and the training loop."""
