@@ -44,12 +44,13 @@ SCHEDULED_TICKER = "VALE3.SA"
 PASSWORD = "correct horse battery staple"
 #: A model that trains in seconds (the flags of ``train``).
 TINY_FLAGS = ["--lookback", "20", "--units", "8", "--epochs", "2", "--patience", "2",
-              "--history-bars", "600"]  # fmt: skip
+              "--history-bars", "800", "--folds", "2", "--fold-bars", "30"]  # fmt: skip
 #: The same model as a config file, for ``schedule --once`` (which takes no flags).
 TINY_CONFIG = (
     "lookback: 20\nfeatures: [rel_log_close]\nlayers: 1\nunits: 8\ndropout: 0.1\n"
     "learning_rate: 0.001\nbatch_size: 64\nepochs: 2\npatience: 2\nval_fraction: 0.15\n"
-    "test_fraction: 0.15\nmin_split_windows: 30\nhistory_bars: 600\nseed: 42\n"
+    "test_fraction: 0.15\nmin_split_windows: 30\nhistory_bars: 800\nfolds: 2\nfold_bars: 30\n"
+    "seed: 42\n"
 )
 #: How Kubernetes runs the containers (deploy/k8s): only /tmp and /app/var are writable.
 READ_ONLY = ["--read-only", "--tmpfs", "/tmp", "--tmpfs", "/app/var:uid=10001,gid=10001"]
