@@ -7,8 +7,11 @@ Services and dependencies raise these; routers never build error responses thems
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -18,6 +21,10 @@ from common.exceptions import DatabaseUnavailableError
 logger = logging.getLogger(__name__)
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+#: Validation errors listed at most in one 422 (a 10,000-value body can have 10,000).
+MAX_VALIDATION_ERRORS = 20
+#: Characters kept of a message or of a location part that came from the client.
+MAX_ERROR_TEXT = 120
 RETRY_LATER = {"Retry-After": "5"}
 
 
@@ -78,6 +85,18 @@ class InvalidRequestError(AppError):
     status_code = 422
 
 
+class ForecastOverflowError(InvalidRequestError):
+    """A forecast whose closes leave float64's range (the input compounds beyond any price)."""
+
+    def __init__(self, ticker: str, horizon: int) -> None:
+        super().__init__(
+            f"the forecast of {ticker} over {horizon} trading days from this window overflows "
+            "(a predicted close is not a finite number); send realistic closes or a shorter "
+            "horizon"
+        )
+        self.ticker = ticker
+
+
 class InsecureSecretKeyError(ValueError):
     """The configured secret key is missing (outside development), a placeholder, or too short."""
 
@@ -95,6 +114,26 @@ def _app_error_response(exc: AppError) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+def _clip(value: object) -> object:
+    if isinstance(value, str) and len(value) > MAX_ERROR_TEXT:
+        return value[:MAX_ERROR_TEXT] + "..."
+    return value
+
+
+def validation_error_detail(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """The client's view of pydantic's errors: ``loc``, ``msg`` and ``type`` of the first
+    :data:`MAX_VALIDATION_ERRORS`, clipped; never the ``input`` (a 422 must not echo a large
+    or sensitive body) nor ``ctx`` (it can hold the raised exception)."""
+    return [
+        {
+            "loc": [_clip(part) for part in error["loc"]],
+            "msg": _clip(error["msg"]),
+            "type": error["type"],
+        }
+        for error in errors[:MAX_VALIDATION_ERRORS]
+    ]
+
+
 def register_handlers(app: FastAPI) -> None:
     """Map every domain error (and database connection errors) to its HTTP response once."""
 
@@ -110,6 +149,11 @@ def register_handlers(app: FastAPI) -> None:
             headers=RETRY_LATER,
         )
 
+    async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"detail": validation_error_detail(exc.errors())}, status_code=422)
+
     app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
     for db_error in (OperationalError, InterfaceError, DatabaseUnavailableError):
         app.add_exception_handler(db_error, on_database_unavailable)

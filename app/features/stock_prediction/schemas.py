@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, Strict
 
 from app.features.model_health.schemas import DriftRead, StaleRead
 
@@ -16,6 +18,39 @@ EXAMPLE_CLOSES: list[JsonValue] = [
     25.52, 25.35, 24.81, 24.69, 23.81, 23.75, 24.51, 24.42, 24.22, 24.57,
     25.10, 25.16, 25.47, 25.76, 25.85, 25.86, 26.11, 26.53, 26.55, 26.46,
 ]  # fmt: skip
+
+
+#: The largest close accepted from a client, listing currency: above any traded share price,
+#: far enough below float64's limit that a forecast's arithmetic cannot overflow on input alone.
+MAX_CLOSE = 1e9
+#: The ``as_of_date`` range accepted: target dates (up to a year of trading days later) stay
+#: far inside ``datetime.date``'s range and any calendar's.
+MIN_AS_OF_DATE = dt.date(1970, 1, 1)
+MAX_AS_OF_DATE = dt.date(2200, 12, 31)
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _date_text(value: object) -> object:
+    """``value`` if it can be a date as JSON sends one (a ``YYYY-MM-DD`` string), else an error:
+    pydantic's lax mode would read ``0`` as 1970-01-01 (FastAPI validates the decoded body in
+    Python mode, where ``Strict`` refuses strings too)."""
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return value
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    raise ValueError("as_of_date must be a date string, YYYY-MM-DD")
+
+
+#: A date sent as ``YYYY-MM-DD`` within :data:`MIN_AS_OF_DATE`..:data:`MAX_AS_OF_DATE`.
+AsOfDate = Annotated[
+    dt.date, BeforeValidator(_date_text), Field(ge=MIN_AS_OF_DATE, le=MAX_AS_OF_DATE)
+]
+
+#: A JSON number (``true`` and ``"25.1"`` are refused, not coerced); the service checks its range
+#: and states the window's rules in one message.
+StrictClose = Annotated[float, Strict()]
 
 
 class ModelMetrics(BaseModel):
@@ -105,16 +140,17 @@ class PredictFromClosesRequest(BaseModel):
         json_schema_extra={"examples": [{"closes": EXAMPLE_CLOSES, "as_of_date": "2023-12-28"}]}
     )
 
-    closes: list[float] = Field(
+    closes: list[StrictClose] = Field(
         min_length=1,
         max_length=10_000,
         description="daily (adjusted) closes, oldest first; exactly the model's lookback "
-        "(see GET /models), finite and positive",
+        f"(see GET /models), finite, positive and at most {MAX_CLOSE:g}",
     )
-    as_of_date: dt.date | None = Field(
+    as_of_date: AsOfDate | None = Field(
         default=None,
-        description="date of the last close; target dates are the exchange's sessions after "
-        "it (default: today, UTC)",
+        description="date of the last close (YYYY-MM-DD, "
+        f"{MIN_AS_OF_DATE.isoformat()}..{MAX_AS_OF_DATE.isoformat()}); target dates are the "
+        "exchange's sessions after it (default: today, UTC)",
     )
 
 

@@ -20,7 +20,7 @@ import datetime as dt
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +30,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
-from app.core.exceptions import BarsNotFoundError, InvalidRequestError
+from app.core.exceptions import BarsNotFoundError, ForecastOverflowError, InvalidRequestError
 from app.core.monitoring import PREDICTED_POINTS, PREDICTIONS_SERVED
 from app.features.model_health.service import HealthMonitor, ModelHealth
 from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Forecast, Predictor, ServedModel
 from app.features.stock_prediction.schemas import (
+    MAX_CLOSE,
     ModelInfo,
     ModelMetrics,
     PredictionInterval,
@@ -80,11 +81,12 @@ class LookbackWindow:
 
         Raises:
             ValueError: fewer bars than the model's lookback, or ``horizon < 1``.
+            ForecastOverflowError: a predicted close overflows (422).
         """
         key = (model.name, model.version, horizon)
         forecast = self.forecasts.get(key)
         if forecast is None:
-            forecast = model.forecast(self.bars.as_mapping(), horizon)
+            forecast = finite_forecast(model, self.bars.as_mapping(), horizon)
             forecast.closes.setflags(write=False)
             forecast.log_returns.setflags(write=False)
             for bounds in (forecast.lower, forecast.upper):
@@ -92,6 +94,24 @@ class LookbackWindow:
                     bounds.setflags(write=False)
             self.forecasts[key] = forecast
         return forecast
+
+
+def finite_forecast(model: ServedModel, bars: Mapping[str, Any], horizon: int) -> Forecast:
+    """``model.forecast(bars, horizon)``, refused when a predicted close is not a finite number.
+
+    A finite window can still give a forecast beyond float64 (a return that compounds over
+    the horizon); the client gets a clear 422 instead of ``null`` closes and ``Infinity`` rows.
+
+    Raises:
+        ForecastOverflowError: a predicted close overflows (422).
+    """
+    try:
+        forecast = model.forecast(bars, horizon)
+    except (OverflowError, FloatingPointError) as exc:
+        raise ForecastOverflowError(model.ticker, horizon) from exc
+    if not np.all(np.isfinite(forecast.closes)):
+        raise ForecastOverflowError(model.ticker, horizon)
+    return forecast
 
 
 #: The lookback windows by ``(ticker, lookback)``.
@@ -406,16 +426,16 @@ class PredictionService:
                 f"models. Use GET /predict/{ticker}, which reads full bars from the price store"
             )
         expected = (
-            f"closes must hold exactly {model.lookback} finite, positive prices "
-            f"(the lookback of {model.name} v{model.version}), oldest first"
+            f"closes must hold exactly {model.lookback} finite, positive prices up to "
+            f"{MAX_CLOSE:g} (the lookback of {model.name} v{model.version}), oldest first"
         )
         if len(closes) != model.lookback:
             raise InvalidRequestError(f"{expected}; got {len(closes)}")
         values = np.asarray(closes, dtype=np.float64)
-        bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)]
+        bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and 0 < v <= MAX_CLOSE)]
         if bad:
             raise InvalidRequestError(f"{expected}; values at positions {bad[:10]} are not")
-        forecast = model.forecast({"close": values}, horizon)
+        forecast = finite_forecast(model, {"close": values}, horizon)
         return await _respond(
             log_writer=self.log_writer,
             model=model,
