@@ -109,7 +109,14 @@ def _serve(args: argparse.Namespace) -> int:
         if workers > 1 and reuse_port_supported():
             _serve_workers_on_own_sockets(host=host, port=port, workers=workers)
         else:
-            uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
+            uvicorn.run(
+                "app.main:app",
+                host=host,
+                port=port,
+                workers=workers,
+                log_config=None,
+                server_header=False,
+            )
     finally:
         if temporary:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -129,7 +136,14 @@ def _serve_workers_on_own_sockets(*, host: str, port: int, workers: int) -> None
     import uvicorn  # noqa: PLC0415
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
-    config = uvicorn.Config("app.main:app", host=host, port=port, workers=workers, log_config=None)
+    config = uvicorn.Config(
+        "app.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        server_header=False,  # no "server: uvicorn" advertised
+    )
     sock = reserve_port(host, port)
     logger.info("%d workers, each listening on its own SO_REUSEPORT socket", workers)
     try:

@@ -17,9 +17,10 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app.core.config import AppSettings, get_settings
+from app.core.config import DEFAULT_MAX_BODY_BYTES, AppSettings, get_settings
 from app.core.database import create_async_db_engine
 from app.core.exceptions import register_handlers
+from app.core.middleware import EdgeMiddleware
 from app.core.monitoring import instrument, mark_worker_exited
 from app.features.auth.dependencies import make_user_cache, make_verified_tokens
 from app.features.auth.router import router as auth_router
@@ -179,6 +180,8 @@ def create_app(
     app.include_router(predict_router)
     app.include_router(ops_router)
     app.include_router(accuracy_router)
+    # added before the metrics middleware, so that one (outside it) counts its 413s and 500s
+    app.add_middleware(EdgeMiddleware, default_max_body_bytes=DEFAULT_MAX_BODY_BYTES)
     instrument(app)
     return app
 

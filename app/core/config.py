@@ -31,6 +31,8 @@ PLACEHOLDER_SECRETS = frozenset(
 #: The environment variable that switches prometheus_client to multiprocess mode; here, not in
 #: app.core.monitoring, so ``serve`` can set it before anything imports prometheus_client.
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Default ``APP_MAX_BODY_BYTES``: 1 MiB, four times the largest legal body (10,000 closes).
+DEFAULT_MAX_BODY_BYTES = 1_048_576
 #: The largest ``APP_MAX_HORIZON`` accepted, trading days (about a year).
 HORIZON_LIMIT = 365
 
@@ -126,6 +128,11 @@ class AppSettings(LayerSettings):
         default=(80.0, 95.0),
         description="coverage levels (percent, strictly between 0 and 100, comma-separated: "
         "80,95) of the prediction intervals of every forecast step; empty = no intervals",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=4096,
+        description="largest request body accepted, bytes; larger ones get 413 unread",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

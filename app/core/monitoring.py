@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import Final
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
@@ -190,7 +191,14 @@ def instrument(app: FastAPI) -> None:
         should_group_status_codes=False,
         should_group_untemplated=True,
         excluded_handlers=["/metrics"],
-    ).add(_http_metrics()).instrument(app).expose(app, include_in_schema=True, tags=["ops"])
+    ).add(_http_metrics()).instrument(app).expose(
+        app,
+        include_in_schema=True,
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics",
+        responses={200: {"description": "Prometheus text exposition format 0.0.4"}},
+    )
 
 
 def mark_worker_exited() -> None:

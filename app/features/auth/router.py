@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Response
 
 from app.core.database import SessionDep
 from app.features.auth import service
@@ -17,16 +17,27 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"description": "Incorrect username or password"}
 }
+_LOGIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A form body that cannot be parsed"},
+    **_UNAUTHORIZED,
+    413: {"description": "A body over APP_MAX_BODY_BYTES"},
+}
 
 
-@router.post("/token", responses=_UNAUTHORIZED)
+#: RFC 6749 section 5.1: a response holding a token must not be cached.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@router.post("/token", responses=_LOGIN_RESPONSES)
 def login(
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     username: Annotated[str, Form(examples=["demo"], max_length=64)],
     password: Annotated[str, Form(examples=["the demo password"], max_length=1024)],
 ) -> Token:
     """Exchange a username and password (form fields) for a bearer token."""
+    response.headers.update(NO_STORE)
     user = service.authenticate(session=session, username=username, password=password)
     return service.issue_token(user=user, settings=settings)
 

@@ -27,11 +27,15 @@ def authenticate(*, session: Session, username: str, password: str) -> User:
     An unknown username still costs one Argon2 verification (against a dummy hash), so the
     response time does not reveal which usernames exist.
 
+    A username that no account can have (see :data:`USERNAME_PATTERN`; a NUL byte, which
+    Postgres text cannot hold, among others) is refused like an unknown one, without a query.
+
     Raises:
-        InvalidCredentialsError: unknown user, wrong password or inactive account (one
-            message for all three).
+        InvalidCredentialsError: unknown or impossible user, wrong password or inactive
+            account (one message for all).
     """
-    user = crud.get_by_username(session, username=username)
+    possible = USERNAME_PATTERN.fullmatch(username) is not None
+    user = crud.get_by_username(session, username=username) if possible else None
     if user is None:
         security.verify_password(password, security.dummy_hash())
         raise InvalidCredentialsError(_BAD_LOGIN)
