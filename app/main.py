@@ -23,6 +23,7 @@ from app.core.exceptions import register_handlers
 from app.core.middleware import EdgeMiddleware
 from app.core.monitoring import instrument, mark_worker_exited
 from app.features.auth.dependencies import make_user_cache, make_verified_tokens
+from app.features.auth.rate_limit import make_login_limiter
 from app.features.auth.router import router as auth_router
 from app.features.model_accuracy.gauges import AccuracyRefresher, refresh_accuracy_gauges
 from app.features.model_accuracy.router import router as accuracy_router
@@ -121,6 +122,7 @@ def create_app(
         app.state.session_factory = session_factory
         app.state.user_cache = make_user_cache(active, timer=clock)
         app.state.verified_tokens = make_verified_tokens(active)
+        app.state.login_limiter = make_login_limiter(active)
         app.state.prediction_service = PredictionService(
             predictor=served,
             bars_cache=make_bars_cache(active, timer=clock),

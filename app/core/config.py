@@ -134,6 +134,20 @@ class AppSettings(LayerSettings):
         ge=4096,
         description="largest request body accepted, bytes; larger ones get 413 unread",
     )
+    rate_limit_storage_uri: str = Field(
+        default="memory://",
+        description="storage of the failed-login counters: memory:// (per worker) or "
+        "redis://host:6379/0 (shared by every worker and replica)",
+    )
+    login_max_failures_per_user: int = Field(
+        default=5, ge=1, description="failed logins per username per window, then 429"
+    )
+    login_max_failures_per_address: int = Field(
+        default=50, ge=1, description="failed logins per client address per window, then 429"
+    )
+    login_failure_window_seconds: int = Field(
+        default=300, ge=1, description="the moving window of the failed-login limits, seconds"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)

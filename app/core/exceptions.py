@@ -79,6 +79,28 @@ class BarsNotFoundError(AppError):
         self.ticker = ticker
 
 
+class TooManyLoginAttemptsError(AppError):
+    """Too many failed logins for the username or from the client address, recently."""
+
+    status_code = 429
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after_seconds} seconds")
+        self.headers = {"Retry-After": str(retry_after_seconds)}
+
+
+class RateLimiterUnavailableError(AppError):
+    """The failed-login counters' storage (Redis) cannot be reached: logins are refused."""
+
+    status_code = 503
+    headers = RETRY_LATER
+
+    def __init__(self, storage_uri: str) -> None:
+        super().__init__("logins are unavailable (the rate limiter's storage is down); retry soon")
+        scheme = storage_uri.split(":", 1)[0]
+        logger.error("the rate limiter's %s storage is unavailable", scheme)
+
+
 class InvalidRequestError(AppError):
     """Input that is well-formed JSON but unusable (wrong window length, horizon out of range)."""
 

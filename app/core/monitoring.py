@@ -16,6 +16,7 @@ Custom metrics:
   ``prediction_log`` rows (the statement, or the transaction, carrying the rows of every
   request that was waiting), seconds; successful commits only. Every prediction's response
   waits for one of these, so its tail is part of the API's;
+* ``stockcast_failed_logins_total{reason}``: refused logins, ``credentials`` or ``limited``;
 * ``stockcast_prediction_log_commit_requests``: requests whose rows one group commit carried
   (``_sum / _count`` is the mean batch);
 * realized accuracy of each ticker's served champion over its last ``APP_ACCURACY_WINDOW``
@@ -110,6 +111,12 @@ PREDICTION_LOG_COMMIT_LATENCY = Histogram(
     "Wall time of one group commit of prediction_log rows (every waiting request's rows in "
     "one statement or transaction), seconds; successful commits only.",
     buckets=COMMIT_LATENCY_BUCKETS,
+)
+FAILED_LOGINS = Counter(
+    "stockcast_failed_logins",
+    "Refused logins: credentials (wrong username or password), limited (429, too many "
+    "recent failures for the username or client address).",
+    ["reason"],
 )
 PREDICTION_LOG_COMMIT_REQUESTS = Histogram(
     "stockcast_prediction_log_commit_requests",

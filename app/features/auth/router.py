@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Response
+from fastapi import APIRouter, Form, Request, Response
 
 from app.core.database import SessionDep
+from app.core.exceptions import InvalidCredentialsError
 from app.features.auth import service
 from app.features.auth.dependencies import CurrentUser, SettingsDep
+from app.features.auth.rate_limit import LoginLimiterDep
 from app.schemas.token import Token
 from app.schemas.user import UserRead
 
@@ -21,6 +23,8 @@ _LOGIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "A form body that cannot be parsed"},
     **_UNAUTHORIZED,
     413: {"description": "A body over APP_MAX_BODY_BYTES"},
+    429: {"description": "Too many failed logins for the username or address; see Retry-After"},
+    503: {"description": "The database or the rate limiter's storage is unavailable"},
 }
 
 
@@ -29,16 +33,29 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @router.post("/token", responses=_LOGIN_RESPONSES)
-def login(
+def login(  # noqa: PLR0917 - FastAPI passes the dependencies by keyword
+    request: Request,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
+    limiter: LoginLimiterDep,
     username: Annotated[str, Form(examples=["demo"], max_length=64)],
     password: Annotated[str, Form(examples=["the demo password"], max_length=1024)],
 ) -> Token:
-    """Exchange a username and password (form fields) for a bearer token."""
+    """Exchange a username and password (form fields) for a bearer token.
+
+    Failed logins are limited per username and per client address (429 with
+    ``Retry-After``; see :mod:`app.features.auth.rate_limit`).
+    """
     response.headers.update(NO_STORE)
-    user = service.authenticate(session=session, username=username, password=password)
+    address = request.client.host if request.client else "unknown"
+    limiter.check(username=username, address=address)
+    try:
+        user = service.authenticate(session=session, username=username, password=password)
+    except InvalidCredentialsError:
+        limiter.failed(username=username, address=address)
+        raise
+    limiter.succeeded(username=username)
     return service.issue_token(user=user, settings=settings)
 
 
