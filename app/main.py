@@ -74,6 +74,18 @@ def freeze_startup_heap() -> None:
     )
 
 
+def bound_registry_calls(settings: AppSettings) -> None:
+    """Bound every MLflow HTTP call of this process: ``APP_REGISTRY_TIMEOUT_SECONDS`` per
+    attempt and ``APP_REGISTRY_MAX_RETRIES`` retries (MLflow's defaults, 120 s and 7 retries
+    with backoff, held an unreachable registry for minutes). An explicit
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT``/``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` wins."""
+    os.environ.setdefault(
+        "MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(settings.registry_timeout_seconds)))
+    )
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.registry_max_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+
 def create_app(
     settings: AppSettings | None = None,
     *,
@@ -136,19 +148,23 @@ def create_app(
             redact_url(active.database_url),
             served.tracking_uri,
         )
-        report = await anyio.to_thread.run_sync(served.reload)
-        if len(served) == 0:
-            logger.warning(
-                "no champion model loaded (%s); /ready answers 503 until one is registered",
-                report.failed or "none registered",
-            )
-        # the first calendar load imports pandas: done here, before the heap is frozen
-        await anyio.to_thread.run_sync(
-            warm_calendars, {e for m in served.served() if (e := exchange_of(m.ticker))}
+        bound_registry_calls(active)
+
+        def after_first_load() -> None:
+            # the first calendar load imports pandas: done here, before the heap is frozen
+            warm_calendars({e for m in served.served() if (e := exchange_of(m.ticker))})
+            if configure_process:
+                freeze_startup_heap()
+
+        # the models load in the background: the server listens at once, and /ready says 503
+        # (and /predict 503 with Retry-After) until the registry has answered
+        served.start_polling(
+            active.model_poll_seconds, load_now=True, on_first_load=after_first_load
         )
-        if configure_process:
-            freeze_startup_heap()
-        served.start_polling(active.model_poll_seconds)
+        if active.model_startup_wait_seconds > 0:
+            await anyio.to_thread.run_sync(
+                served.first_load_done.wait, active.model_startup_wait_seconds
+            )
         log_writer.start()
         accuracy = AccuracyRefresher(
             functools.partial(

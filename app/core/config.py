@@ -58,6 +58,24 @@ class AppSettings(LayerSettings):
     model_poll_seconds: float = Field(
         default=60.0, ge=0, description="registry polling interval for new champions; 0 = off"
     )
+    model_startup_wait_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="seconds startup waits for the first model load before serving; 0 = "
+        "serve at once (the models load in the background; /ready says 503 until they have)",
+    )
+    registry_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="timeout of one MLflow HTTP request, seconds"
+    )
+    registry_max_retries: int = Field(
+        default=2, ge=0, le=10, description="retries of a failed MLflow HTTP request"
+    )
+    reload_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="POST /models/reload answers 503 after this many seconds without the "
+        "registry's answer (the reload goes on in the background)",
+    )
     mlflow_tracking_uri: str = Field(
         default=DEFAULT_MLFLOW_TRACKING_URI, validation_alias="MLFLOW_TRACKING_URI"
     )

@@ -65,6 +65,14 @@ class ModelNotFoundError(AppError):
         self.ticker = ticker
 
 
+class RegistryUnavailableError(AppError):
+    """The model registry has never answered this worker (or a reload timed out): no model
+    can be known to be missing, so the request is refused for now."""
+
+    status_code = 503
+    headers = RETRY_LATER
+
+
 class BarsNotFoundError(AppError):
     """The price store has no (or too few) bars for the ticker."""
 

@@ -202,6 +202,7 @@ def run_app_script(
             "MLFLOW_TRACKING_URI": registry.tracking_uri,
             "APP_SECRET_KEY": SECRET_KEY,
             "APP_MODEL_POLL_SECONDS": "0",
+            "APP_MODEL_STARTUP_WAIT_SECONDS": "120",
             **env,
         },
         capture_output=True,

@@ -25,6 +25,8 @@ def make_settings(*, database_url: str, tracking_uri: str, **overrides: object) 
         "MLFLOW_TRACKING_URI": tracking_uri,
         "secret_key": SECRET_KEY,
         "model_poll_seconds": 0,
+        # a test's app serves its champion from the first request
+        "model_startup_wait_seconds": 120,
         # the session's tests share one app and client address: no lockout between tests
         "login_max_failures_per_user": 1_000,
         "login_max_failures_per_address": 10_000,

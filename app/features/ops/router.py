@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+import anyio
 from fastapi import APIRouter, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.core.database import ping
+from app.core.exceptions import RegistryUnavailableError
 from app.features.auth.dependencies import AdminUser
 from app.features.stock_prediction.dependencies import PredictionServiceDep
 from app.features.stock_prediction.schemas import ReloadResult, ServedModelRead
@@ -31,7 +33,15 @@ class Readiness(BaseModel):
 
     ready: bool
     database: Literal["ok", "unavailable"]
+    registry: Literal["ok", "loading", "unreachable"] = Field(
+        description="ok: listed at least once; loading: the first attempt is under way; "
+        "unreachable: never reached (registry_error says why)"
+    )
+    registry_error: str | None = None
     models_loaded: int
+    missing: list[Literal["database", "registry", "models"]] = Field(
+        description="what keeps the worker from being ready"
+    )
 
 
 @router.get("/health")
@@ -50,9 +60,29 @@ def ready(response: Response, service: PredictionServiceDep) -> Readiness:
     except (OperationalError, InterfaceError) as exc:
         logger.warning("readiness: database unavailable: %s", str(exc.orig).strip()[:200])
         database = "unavailable"
-    loaded = len(service.predictor)
+    predictor = service.predictor
+    loaded = len(predictor)
+    registry: Literal["ok", "loading", "unreachable"] = (
+        "ok"
+        if predictor.registry_reached
+        else "unreachable"
+        if predictor.registry_error
+        else "loading"
+    )
+    missing: list[Literal["database", "registry", "models"]] = []
+    if database != "ok":
+        missing.append("database")
+    if registry != "ok":
+        missing.append("registry")
+    if loaded == 0:
+        missing.append("models")
     status = Readiness(
-        ready=database == "ok" and loaded > 0, database=database, models_loaded=loaded
+        ready=database == "ok" and loaded > 0,
+        database=database,
+        registry=registry,
+        registry_error=predictor.registry_error,
+        models_loaded=loaded,
+        missing=missing,
     )
     if not status.ready:
         response.status_code = 503
@@ -84,15 +114,29 @@ def list_models(service: PredictionServiceDep) -> list[ServedModelRead]:
 
 @router.post(
     "/models/reload",
-    responses={401: {"description": "Not authenticated"}, 403: {"description": "Not an admin"}},
+    responses={
+        401: {"description": "Not authenticated"},
+        403: {"description": "Not an admin"},
+        503: {"description": "The registry did not answer within APP_RELOAD_TIMEOUT_SECONDS"},
+    },
 )
-def reload_models(_admin: AdminUser, service: PredictionServiceDep) -> ReloadResult:
+async def reload_models(_admin: AdminUser, service: PredictionServiceDep) -> ReloadResult:
     """Load new champion versions from the registry now (admins only).
 
     A model that fails to load is reported under ``failed`` and its old version keeps serving.
+    Without the registry's answer within ``APP_RELOAD_TIMEOUT_SECONDS`` the answer is 503
+    (the reload goes on in the background and its models are served when it ends).
     """
     predictor = service.predictor
-    report = predictor.reload()
+    timeout = service.settings.reload_timeout_seconds
+    try:
+        with anyio.fail_after(timeout):
+            report = await anyio.to_thread.run_sync(predictor.reload, abandon_on_cancel=True)
+    except TimeoutError:
+        raise RegistryUnavailableError(
+            f"the model registry did not answer within {timeout:g} s "
+            "(APP_RELOAD_TIMEOUT_SECONDS); the reload goes on in the background, see GET /models"
+        ) from None
     return ReloadResult(
         loaded=report.loaded,
         unchanged=report.unchanged,

@@ -29,7 +29,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,11 @@ from common.model_contract import CHAMPION_ALIAS, REGISTERED_MODEL_PREFIX, Model
 from common.registry import load_version
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between attempts while the registry has never been reached, even without polling.
+UNREACHED_RETRY_SECONDS = 15.0
+#: Seconds shutdown waits for the loader thread (a daemon: a registry call in flight is left).
+STOP_WAIT_SECONDS = 2.0
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -212,6 +217,12 @@ class Predictor:
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: True once the registry has been listed successfully (the champions are known).
+        self.registry_reached = False
+        #: The last registry error (None after a successful listing).
+        self.registry_error: str | None = None
+        #: Set when the first load attempt of :meth:`start_polling` (``load_now``) has ended.
+        self.first_load_done = threading.Event()
 
     # -- queries ---------------------------------------------------------------------------
     def get(self, ticker: str) -> ServedModel:
@@ -299,7 +310,9 @@ class Predictor:
             except Exception as exc:  # any registry failure keeps the old models
                 logger.error("cannot list the model registry at %s: %s", self.tracking_uri, exc)
                 report.failed["registry"] = str(exc)
+                self.registry_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 return report
+            self.registry_reached, self.registry_error = True, None
             served = {m.name: m.version for m in self.served()}
             for position, (name, version) in enumerate(sorted(champions.items()), start=1):
                 label = f"{name} v{version}"
@@ -326,22 +339,55 @@ class Predictor:
         return report
 
     # -- polling ---------------------------------------------------------------------------
-    def start_polling(self, interval_seconds: float) -> None:
-        """Call :meth:`reload` every ``interval_seconds`` in a daemon thread (0 = never)."""
-        if interval_seconds <= 0 or self._thread is not None:
+    def start_polling(
+        self,
+        interval_seconds: float,
+        *,
+        load_now: bool = False,
+        on_first_load: Callable[[], None] | None = None,
+    ) -> None:
+        """Call :meth:`reload` every ``interval_seconds`` in a daemon thread (0 = never).
+
+        Args:
+            interval_seconds: seconds between reloads; 0 = no polling.
+            load_now: reload at once in the thread (the server listens meanwhile), then set
+                :attr:`first_load_done` and call ``on_first_load``; while the registry has
+                never been reached, retry every :data:`UNREACHED_RETRY_SECONDS` (or
+                ``interval_seconds`` if shorter) even without polling.
+            on_first_load: called in the thread once the first load attempt has ended.
+        """
+        if self._thread is not None or (interval_seconds <= 0 and not load_now):
             return
         self._stop.clear()
 
+        def wait_seconds() -> float | None:
+            if not self.registry_reached and load_now:
+                return min(UNREACHED_RETRY_SECONDS, interval_seconds or UNREACHED_RETRY_SECONDS)
+            return interval_seconds if interval_seconds > 0 else None
+
         def loop() -> None:
-            while not self._stop.wait(interval_seconds):
+            if load_now:
+                report = self.reload()
+                self.first_load_done.set()
+                if len(self) == 0:
+                    logger.warning(
+                        "no champion model loaded (%s); /ready answers 503 until one is",
+                        report.failed or "none registered",
+                    )
+                if on_first_load is not None:
+                    on_first_load()
+            while (wait := wait_seconds()) is not None and not self._stop.wait(wait):
                 self.reload()
 
         self._thread = threading.Thread(target=loop, name="model-registry-poll", daemon=True)
         self._thread.start()
 
     def stop_polling(self) -> None:
-        """Stop the polling thread (waits for a reload in progress)."""
+        """Stop the polling thread, waiting at most :data:`STOP_WAIT_SECONDS` for a reload in
+        progress (the thread is a daemon: a registry call that hangs does not hold shutdown)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
+            if self._thread.is_alive():
+                logger.warning("a registry reload is still running; not waiting for it")
             self._thread = None

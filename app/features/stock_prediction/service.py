@@ -30,7 +30,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
-from app.core.exceptions import BarsNotFoundError, ForecastOverflowError, InvalidRequestError
+from app.core.exceptions import (
+    BarsNotFoundError,
+    ForecastOverflowError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    RegistryUnavailableError,
+)
 from app.core.monitoring import PREDICTED_POINTS, PREDICTIONS_SERVED
 from app.features.model_health.service import HealthMonitor, ModelHealth
 from app.features.stock_prediction.log_writer import PredictionLogWriter
@@ -353,6 +359,24 @@ class PredictionService:
             )
         return horizon
 
+    def model(self, ticker: str) -> ServedModel:
+        """The served champion of ``ticker``.
+
+        Raises:
+            ModelNotFoundError: the registry has answered and no champion of it is served (404).
+            RegistryUnavailableError: no champion served and the registry has never answered
+                (503, ``Retry-After``): the model may well exist.
+        """
+        try:
+            return self.predictor.get(ticker)
+        except ModelNotFoundError:
+            if self.predictor.registry_reached:
+                raise
+            why = self.predictor.registry_error or "the first load is in progress"
+            raise RegistryUnavailableError(
+                f"the model registry has not answered yet ({why}); retry in a few seconds"
+            ) from None
+
     async def predict_from_store(
         self, *, ticker: str, horizon: int, user_id: int | None
     ) -> PredictionResponse:
@@ -366,13 +390,14 @@ class PredictionService:
         Raises:
             InvalidRequestError: ``horizon`` above ``APP_MAX_HORIZON`` (422).
             ModelNotFoundError: no champion served for the ticker (404).
+            RegistryUnavailableError: the registry has never answered (503).
             BarsNotFoundError: fewer stored bars than the model's lookback (404).
             sqlalchemy.exc.OperationalError: the database is unavailable, on a cache miss or
                 at the commit of the rows (503); nothing logged.
         """
         started = time.perf_counter()
         self.check_horizon(horizon)
-        model = self.predictor.get(ticker)
+        model = self.model(ticker)
         window = await last_bars(
             self.session_factory, self.bars_cache, ticker=ticker, n=model.lookback
         )
@@ -418,7 +443,7 @@ class PredictionService:
         """
         started = time.perf_counter()
         self.check_horizon(horizon)
-        model = self.predictor.get(ticker)
+        model = self.model(ticker)
         if not model.close_only:
             raise InvalidRequestError(
                 f"the model of {ticker} uses features {list(model.metadata.features)}, which "

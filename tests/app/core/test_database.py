@@ -136,4 +136,11 @@ def test_ready_fails_without_models(fresh_pg_url: str, registry: Registry, tmp_p
     with _app_on(fresh_pg_url, registry, empty) as client:
         ready = client.get("/ready")
         assert ready.status_code == 503, ready.json()
-        assert ready.json() == {"ready": False, "database": "ok", "models_loaded": 0}
+        assert ready.json() == {
+            "ready": False,
+            "database": "ok",
+            "registry": "ok",
+            "registry_error": None,
+            "models_loaded": 0,
+            "missing": ["models"],
+        }

@@ -63,6 +63,7 @@ def served(
         "APP_SECRET_KEY": SECRET_KEY,
         "APP_WORKERS": str(WORKERS),
         "APP_MODEL_POLL_SECONDS": "0",
+        "APP_MODEL_STARTUP_WAIT_SECONDS": "120",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "LOG_LEVEL": "INFO",
     }

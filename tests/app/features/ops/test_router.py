@@ -22,7 +22,14 @@ def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "database": "ok", "models_loaded": 1}
+    assert ready.json() == {
+        "ready": True,
+        "database": "ok",
+        "registry": "ok",
+        "registry_error": None,
+        "models_loaded": 1,
+        "missing": [],
+    }
 
 
 def test_models_lists_the_served_champion_with_metrics(
