@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install lock run ingest test lint format clean tools evaluate bench images stack-test
+.PHONY: audit install lock run ingest test lint format clean tools evaluate bench images stack-test
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ lock:
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet -c $(LOCK) uv
 	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
 		--custom-compile-command 'make lock' $(LOCK_ARGS) --quiet -o $(LOCK)
+
+## audit: known vulnerabilities of every pin in requirements.lock (pip-audit, in a venv of its
+##        own). Needs network access to a vulnerability database (PyPI's JSON API; add
+##        AUDIT_ARGS='--vulnerability-service osv' for OSV); without it, it says the audit did
+##        not run and exits 2, never "no known vulnerabilities". Not part of `make test`.
+AUDIT_VENV ?= .venv-audit
+audit:
+	@test -x $(AUDIT_VENV)/bin/pip-audit || { $(PYTHON) -m venv $(AUDIT_VENV) && \
+		$(AUDIT_VENV)/bin/python -m pip install --quiet pip-audit; }
+	$(AUDIT_VENV)/bin/python -m tools.audit $(AUDIT_ARGS)
 
 ## run: the demo on the embedded default (SQLite + MLflow under ./var), offline-capable:
 ##      migrate, ingest, train missing champions, create user demo, serve on 127.0.0.1:8000
