@@ -11,19 +11,24 @@ from app.core.exceptions import InvalidCredentialsError
 from app.features.auth import service
 from app.features.auth.dependencies import CurrentUser, SettingsDep
 from app.features.auth.rate_limit import LoginLimiterDep
+from app.schemas.error import ErrorResponse, ValidationErrorResponse
 from app.schemas.token import Token
 from app.schemas.user import UserRead
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Incorrect username or password"}
+    401: {"model": ErrorResponse, "description": "Incorrect username or password"}
 }
 _LOGIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "A form body that cannot be parsed"},
     **_UNAUTHORIZED,
     413: {"description": "A body over APP_MAX_BODY_BYTES"},
-    429: {"description": "Too many failed logins for the username or address; see Retry-After"},
+    422: {"model": ValidationErrorResponse, "description": "Missing or malformed form fields"},
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many failed logins for the username or address; see Retry-After",
+    },
     503: {"description": "The database or the rate limiter's storage is unavailable"},
 }
 

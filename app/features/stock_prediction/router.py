@@ -17,16 +17,26 @@ from app.features.stock_prediction.schemas import (
     PredictFromClosesRequest,
     PredictionResponse,
 )
+from app.schemas.error import ErrorResponse, ValidationErrorResponse
 
 router = APIRouter(prefix="/predict", tags=["predictions"])
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "A body that is not parseable JSON"},
-    401: {"description": "No, invalid or expired bearer token"},
-    404: {"description": "No model served for the ticker, or no bars stored"},
-    422: {"description": "Malformed ticker, horizon out of range, or wrong closes"},
+    401: {"model": ErrorResponse, "description": "No, invalid or expired bearer token"},
+    404: {
+        "model": ErrorResponse,
+        "description": "No model served for the ticker, or no bars stored",
+    },
+    422: {
+        "model": ValidationErrorResponse,
+        "description": "Malformed ticker, horizon out of range, or wrong closes",
+    },
     413: {"description": "A body over APP_MAX_BODY_BYTES"},
-    503: {"description": "The database is unavailable"},
+    503: {
+        "model": ErrorResponse,
+        "description": "The database is unavailable, or the model registry has not answered",
+    },
 }
 
 
