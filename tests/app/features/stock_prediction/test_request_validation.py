@@ -56,13 +56,14 @@ def test_a_far_as_of_date_is_422_naming_the_field(
     assert ["body", "as_of_date"] in [e["loc"] for e in response.json()["detail"]]
 
 
-def test_the_last_supported_as_of_date_still_forecasts(
-    client: TestClient, user_headers: dict[str, str]
+@pytest.mark.parametrize("as_of_date", ["2200-12-31", "1970-01-01"])
+def test_an_as_of_date_beyond_the_exchange_calendar_is_a_clear_422(
+    client: TestClient, user_headers: dict[str, str], no_rows_written: None, as_of_date: str
 ) -> None:
-    """The bound is not a new failure: its last day forecasts the whole horizon."""
-    response = post(client, user_headers, {"closes": CLOSES, "as_of_date": "2200-12-31"}, 30)
-    assert response.status_code == 200, response.text
-    assert len(response.json()["predictions"]) == 30
+    """Inside the accepted range but outside the exchange calendar: 422 naming the calendar."""
+    response = post(client, user_headers, {"closes": CLOSES, "as_of_date": as_of_date}, 30)
+    assert response.status_code == 422, response.text
+    assert "calendar" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
