@@ -52,12 +52,17 @@ def deactivate_user(session: Session, username: str) -> None:
 
 
 def mean_onnx_model(
-    *, ticker: str, lookback: int, features: Sequence[str], version: str = "1"
+    *,
+    ticker: str,
+    lookback: int,
+    features: Sequence[str],
+    version: str = "1",
+    target_scale: float = 1.0,
 ) -> ServedModel:
     """A real ONNX graph (not trained): output = mean of the scaled input, shape ``(1, 1)``.
 
     With identity scalers the predicted log return is the mean of the window's features,
-    which makes multi-step behaviour easy to check by hand.
+    which makes multi-step behaviour easy to check by hand; ``target_scale`` multiplies it.
     """
     import onnx  # noqa: PLC0415
     from onnx import TensorProto, helper  # noqa: PLC0415
@@ -78,7 +83,7 @@ def mean_onnx_model(
         lookback=lookback,
         features=list(features),
         feature_scaler=ScalerParams(mean=[0.0] * n, scale=[1.0] * n),
-        target_scaler=ScalerParams(mean=[0.0], scale=[1.0]),
+        target_scaler=ScalerParams(mean=[0.0], scale=[target_scale]),
         last_train_date=dt.date(2023, 6, 30),
         last_bar_date=dt.date(2023, 12, 29),
         metrics={"mae": 1.0, "mape": 2.0, "mase": 0.99},

@@ -110,9 +110,10 @@ def test_a_forecast_that_overflows_is_a_clear_422(
     client: TestClient, user_headers: dict[str, str], settings: Any, no_rows_written: None
 ) -> None:
     """A model whose forecast overflows float64 answers 422 saying so, and logs nothing."""
-    model = mean_onnx_model(ticker=TICKER, lookback=LOOKBACK, features=["rel_log_close"])
-    # the mean of the scaled window times a huge target scale: a return of ~1e6 per step
-    model.metadata.target_scaler.scale[0] = 1e9
+    # the mean of the scaled window times a huge target scale: a return of ~1e8 per step
+    model = mean_onnx_model(
+        ticker=TICKER, lookback=LOOKBACK, features=["rel_log_close"], target_scale=1e9
+    )
     predictor = Predictor(tracking_uri=settings.mlflow_tracking_uri)
     predictor.add(model)
     # falling closes: every relative log close is positive, so the forecast return explodes
