@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import AppSettings
 from app.features.auth import service
 from app.features.auth.crud import get_by_username
 from app.features.stock_prediction.predictor import ServedModel, build_served_model
+from app.models.prediction_log import PredictionLog
 from common.model_contract import ModelMetadata, ScalerParams
 
 SECRET_KEY = "test-signing-key-" + "k" * 40
@@ -94,3 +97,15 @@ def mean_onnx_model(
         metadata=metadata,
         onnx_bytes=model.SerializeToString(),
     )
+
+
+def logged_rows(sessions: Callable[[], Session], prediction_id: str) -> list[PredictionLog]:
+    """The prediction_log rows of one response (its ``prediction_id``), by horizon step."""
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(PredictionLog)
+                .where(PredictionLog.request_id == uuid.UUID(prediction_id))
+                .order_by(PredictionLog.horizon_step)
+            )
+        )

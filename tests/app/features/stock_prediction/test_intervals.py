@@ -3,32 +3,17 @@ APP_INTERVAL_LEVELS setting that chooses them."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app.core.config import AppSettings
-from app.models import PredictionLog
 from common.price_store import read_last_bars
 from tests.app.conftest import LOOKBACK, TICKER
+from tests.app.factories import logged_rows
 from tests.app.test_cli import run_cli
-
-
-def logged(sessions: Callable[[], Session], prediction_id: str) -> list[PredictionLog]:
-    with sessions() as session:
-        return list(
-            session.scalars(
-                select(PredictionLog)
-                .where(PredictionLog.request_id == uuid.UUID(prediction_id))
-                .order_by(PredictionLog.horizon_step)
-            )
-        )
 
 
 def check_intervals(body: dict[str, Any]) -> None:
@@ -50,7 +35,7 @@ def test_get_returns_intervals_and_prediction_log_stores_them(
 ) -> None:
     body = client.get(f"/predict/{TICKER}?horizon=5", headers=user_headers).json()
     check_intervals(body)
-    rows = logged(app_sessions, body["prediction_id"])
+    rows = logged_rows(app_sessions, body["prediction_id"])
     for row, point in zip(rows, body["predictions"], strict=True):
         by_level = {i["level"]: i for i in point["intervals"]}
         assert (row.lower_80, row.upper_80) == (by_level[80.0]["lower"], by_level[80.0]["upper"])
@@ -73,7 +58,7 @@ def test_post_from_closes_returns_the_same_intervals_as_get(
         for x, y in zip(a["intervals"], b["intervals"], strict=True):
             assert x["lower"] == pytest.approx(y["lower"], rel=1e-6)
             assert x["upper"] == pytest.approx(y["upper"], rel=1e-6)
-    rows = logged(app_sessions, posted.json()["prediction_id"])
+    rows = logged_rows(app_sessions, posted.json()["prediction_id"])
     assert all(r.lower_80 is not None and r.upper_95 is not None for r in rows)
 
 

@@ -5,30 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import uuid
-from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from app.models import PredictionLog
 from common.price_store import read_last_bars
 from tests.app.conftest import LOOKBACK, TICKER, TICKER_WITHOUT_MODEL, Registry
+from tests.app.factories import logged_rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def logged_rows(sessions: Callable[[], Session], prediction_id: str) -> list[PredictionLog]:
-    with sessions() as session:
-        return list(
-            session.scalars(
-                select(PredictionLog)
-                .where(PredictionLog.request_id == uuid.UUID(prediction_id))
-                .order_by(PredictionLog.horizon_step)
-            )
-        )
 
 
 def test_get_predicts_the_following_trading_days_from_the_stored_bars(
