@@ -25,6 +25,7 @@ from app.core.monitoring import instrument, mark_worker_exited
 from app.features.auth.dependencies import make_user_cache, make_verified_tokens
 from app.features.auth.rate_limit import make_login_limiter
 from app.features.auth.router import router as auth_router
+from app.features.docs.router import router as docs_router
 from app.features.model_accuracy.gauges import AccuracyRefresher, refresh_accuracy_gauges
 from app.features.model_accuracy.router import router as accuracy_router
 from app.features.ops.router import router as ops_router
@@ -192,12 +193,17 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # served by app.features.docs: local assets, and APP_DOCS says who may read them
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     register_handlers(app)
     app.include_router(auth_router)
     app.include_router(predict_router)
     app.include_router(ops_router)
     app.include_router(accuracy_router)
+    app.include_router(docs_router)
     # added before the metrics middleware, so that one (outside it) counts its 413s and 500s
     app.add_middleware(EdgeMiddleware, default_max_body_bytes=DEFAULT_MAX_BODY_BYTES)
     instrument(app)

@@ -13,7 +13,7 @@ import secrets
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from app.core.exceptions import InsecureSecretKeyError
@@ -35,6 +35,8 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 #: The largest ``APP_MAX_HORIZON`` accepted, trading days (about a year).
 HORIZON_LIMIT = 365
+#: ``APP_DOCS``: who may read the API docs (``/docs``, ``/openapi.json``).
+DocsAccess = Literal["public", "authenticated", "off"]
 
 
 class AppSettings(LayerSettings):
@@ -166,9 +168,23 @@ class AppSettings(LayerSettings):
     login_failure_window_seconds: int = Field(
         default=300, ge=1, description="the moving window of the failed-login limits, seconds"
     )
+    docs: DocsAccess = Field(
+        default=None,
+        validate_default=True,
+        description="who may read /docs and /openapi.json: public, authenticated (HTTP Basic "
+        "with an API user's password, failed attempts counted like failed logins) or off "
+        "(404); default public in development, authenticated in production",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
+
+    @field_validator("docs", mode="before")
+    @classmethod
+    def _default_docs(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or value == "":
+            return "public" if info.data.get("environment") == "development" else "authenticated"
+        return value
 
     @field_validator("interval_levels", mode="before")
     @classmethod

@@ -21,6 +21,8 @@ from common.exceptions import DatabaseUnavailableError
 logger = logging.getLogger(__name__)
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+#: RFC 7617: the browser asks for a username and password, and sends them as UTF-8.
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="stockcast API docs", charset="UTF-8"'}
 #: Validation errors listed at most in one 422 (a 10,000-value body can have 10,000).
 MAX_VALIDATION_ERRORS = 20
 #: Characters kept of a message or of a location part that came from the client.
@@ -44,6 +46,23 @@ class InvalidCredentialsError(AppError):
 
     status_code = 401
     headers = BEARER_CHALLENGE
+
+
+class DocsCredentialsError(AppError):
+    """``APP_DOCS=authenticated`` and the request to ``/docs`` or ``/openapi.json`` has no, or
+    wrong, HTTP Basic credentials (the browser asks for them on this challenge)."""
+
+    status_code = 401
+    headers = BASIC_CHALLENGE
+
+
+class DocsNotFoundError(AppError):
+    """``APP_DOCS=off`` (``/docs`` and ``/openapi.json`` do not exist), or an unknown docs asset."""
+
+    status_code = 404
+
+    def __init__(self) -> None:
+        super().__init__("not found")
 
 
 class ForbiddenError(AppError):

@@ -226,3 +226,10 @@ def test_api_layer_has_no_tensorflow_and_serves_health(
     metrics = httpx.get(f"{api_server}/metrics", timeout=5)
     assert metrics.status_code == 200
     assert "http_requests_total" in metrics.text
+    # the image serves /docs without a CDN: Swagger UI's files are in its site-packages; the
+    # page itself asks for a password (production: APP_DOCS=authenticated by default)
+    bundle = httpx.get(f"{api_server}/docs/assets/swagger-ui-bundle.js", timeout=5)
+    assert bundle.status_code == 200
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert b"SwaggerUIBundle" in bundle.content
+    assert httpx.get(f"{api_server}/docs", timeout=5).status_code == 401

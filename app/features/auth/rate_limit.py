@@ -113,6 +113,11 @@ def make_login_limiter(settings: AppSettings) -> LoginLimiter:
     )
 
 
+def client_address(request: Request) -> str:
+    """The client's IP address, the per-address limit's key (``unknown`` without one)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def get_login_limiter(request: Request) -> LoginLimiter:
     """The limiter built by the app's lifespan (``async``: no thread-pool hop)."""
     limiter: LoginLimiter = request.app.state.login_limiter

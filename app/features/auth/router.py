@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 
 from app.core.database import SessionDep
-from app.core.exceptions import InvalidCredentialsError
 from app.features.auth import service
 from app.features.auth.dependencies import CurrentUser, SettingsDep
-from app.features.auth.rate_limit import LoginLimiterDep
+from app.features.auth.rate_limit import LoginLimiterDep, client_address
 from app.schemas.error import ErrorResponse, ValidationErrorResponse
 from app.schemas.token import Token
 from app.schemas.user import UserRead
@@ -53,14 +52,13 @@ def login(  # noqa: PLR0917 - FastAPI passes the dependencies by keyword
     ``Retry-After``; see :mod:`app.features.auth.rate_limit`).
     """
     response.headers.update(NO_STORE)
-    address = request.client.host if request.client else "unknown"
-    limiter.check(username=username, address=address)
-    try:
-        user = service.authenticate(session=session, username=username, password=password)
-    except InvalidCredentialsError:
-        limiter.failed(username=username, address=address)
-        raise
-    limiter.succeeded(username=username)
+    user = service.authenticate_limited(
+        session=session,
+        limiter=limiter,
+        username=username,
+        password=password,
+        address=client_address(request),
+    )
     return service.issue_token(user=user, settings=settings)
 
 

@@ -11,6 +11,7 @@ from app.core import security
 from app.core.config import AppSettings
 from app.core.exceptions import InvalidCredentialsError, InvalidUserError
 from app.features.auth import crud
+from app.features.auth.rate_limit import LoginLimiter
 from app.models.user import User
 from app.schemas.token import Token
 
@@ -41,6 +42,35 @@ def authenticate(*, session: Session, username: str, password: str) -> User:
         raise InvalidCredentialsError(_BAD_LOGIN)
     if not security.verify_password(password, user.password_hash) or not user.is_active:
         raise InvalidCredentialsError(_BAD_LOGIN)
+    return user
+
+
+def authenticate_limited(
+    *, session: Session, limiter: LoginLimiter, username: str, password: str, address: str
+) -> User:
+    """:func:`authenticate` under the failed-login limits of ``limiter``: every password login
+    (``POST /auth/token``, HTTP Basic on ``/docs``) goes through here, so each counts alike.
+
+    Args:
+        session: a database session.
+        limiter: the app's failed-login counters.
+        username: the username given.
+        password: the password given.
+        address: the client's IP address (the per-address limit's key).
+
+    Raises:
+        TooManyLoginAttemptsError: too many recent failures for the username or address (429),
+            checked before the password.
+        InvalidCredentialsError: as :func:`authenticate`; counted as a failure.
+        RateLimiterUnavailableError: the counters' storage cannot be reached (503).
+    """
+    limiter.check(username=username, address=address)
+    try:
+        user = authenticate(session=session, username=username, password=password)
+    except InvalidCredentialsError:
+        limiter.failed(username=username, address=address)
+        raise
+    limiter.succeeded(username=username)
     return user
 
 

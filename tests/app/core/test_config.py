@@ -80,3 +80,23 @@ def test_psi_thresholds_must_be_ordered() -> None:
     """APP_PSI_MODERATE at or above APP_PSI_DRIFT would make 'moderate' unreachable: refused."""
     with pytest.raises(ValidationError, match="APP_PSI_MODERATE"):
         _settings(secret_key="k" * 40, psi_moderate=0.3, psi_drift=0.25)
+
+
+def test_docs_default_public_in_development_authenticated_in_production() -> None:
+    """APP_DOCS unset: anyone may read the docs in development; in production only API
+    users; an explicit value wins in both, and an unknown one is refused, naming the choices."""
+    key = "k" * 32
+    assert _settings().docs == "public"
+    assert _settings(environment="production", secret_key=key).docs == "authenticated"
+    assert _settings(environment="production", secret_key=key, docs="public").docs == "public"
+    assert _settings(docs="off").docs == "off"
+    with pytest.raises(ValidationError, match="'public', 'authenticated' or 'off'"):
+        _settings(docs="private")
+
+
+def test_docs_is_read_from_app_docs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APP_DOCS in the environment sets it; an empty value means the default."""
+    monkeypatch.setenv("APP_DOCS", "off")
+    assert _settings().docs == "off"
+    monkeypatch.setenv("APP_DOCS", "")
+    assert _settings().docs == "public"
