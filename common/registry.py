@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,8 +52,68 @@ def champion_version(client: Any, name: str) -> str | None:
         raise
 
 
+@contextmanager
+def _version_artifacts(client: Any, name: str, version: str) -> Iterator[Callable[[str], Path]]:
+    """A downloader of the artifacts of version ``version`` of ``name`` into a temporary
+    folder, removed on exit: ``fetch(artifact)`` is the local path of one artifact.
+
+    Raises:
+        RegistryReadError: the artifact location cannot be resolved (on entry), or an artifact
+            cannot be downloaded (from ``fetch``); the message names model and version.
+    """
+    from mlflow.artifacts import download_artifacts  # noqa: PLC0415
+
+    label = f"models:/{name}/{version}"
+    try:
+        root = str(client.get_model_version_download_uri(name, version)).rstrip("/")
+    except Exception as exc:
+        raise RegistryReadError(f"{label}: cannot resolve its artifact location: {exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="stockcast-model-") as tmp:
+
+        def fetch(artifact: str) -> Path:
+            try:
+                return Path(
+                    download_artifacts(
+                        artifact_uri=f"{root}/{artifact}",
+                        dst_path=tmp,
+                        tracking_uri=client.tracking_uri,
+                    )
+                )
+            except Exception as exc:
+                raise RegistryReadError(f"{label}: cannot download {artifact}: {exc}") from exc
+
+        yield fetch
+
+
+def _read_metadata(fetch: Callable[[str], Path], label: str) -> ModelMetadata:
+    try:
+        return ModelMetadata.model_validate_json(
+            fetch(METADATA_ARTIFACT).read_text(encoding="utf-8")
+        )
+    except ValueError as exc:
+        raise RegistryReadError(f"{label}: invalid {METADATA_ARTIFACT}: {exc}") from exc
+
+
+def load_metadata(client: Any, name: str, version: str) -> ModelMetadata:
+    """Download only ``metadata.json`` of version ``version`` of ``name`` (not the network:
+    for what reads the model's contract without forecasting, e.g. drift and staleness).
+
+    Args:
+        client: an ``MlflowClient``; its ``tracking_uri`` is used for the download.
+        name: registered model name (``stock-lstm-<TICKER>``).
+        version: model version (``"3"``).
+
+    Raises:
+        RegistryReadError: the location cannot be resolved, the artifact cannot be
+            downloaded, or the metadata is invalid (the message names model and version).
+    """
+    with _version_artifacts(client, name, version) as fetch:
+        return _read_metadata(fetch, f"models:/{name}/{version}")
+
+
 def load_version(client: Any, name: str, version: str) -> LoadedVersion:
-    """Download ``metadata.json`` and ``model.onnx`` of version ``version`` of ``name``.
+    """Download ``metadata.json`` and ``model.onnx`` of version ``version`` of ``name``
+    (the metadata read as :func:`load_metadata` reads it, in one download folder).
 
     Args:
         client: an ``MlflowClient``; its ``tracking_uri`` is used for the download.
@@ -65,33 +127,9 @@ def load_version(client: Any, name: str, version: str) -> LoadedVersion:
         RegistryReadError: the location cannot be resolved, an artifact cannot be
             downloaded, or the metadata is invalid (the message names model and version).
     """
-    from mlflow.artifacts import download_artifacts  # noqa: PLC0415
-
-    label = f"models:/{name}/{version}"
-    try:
-        root = str(client.get_model_version_download_uri(name, version)).rstrip("/")
-    except Exception as exc:
-        raise RegistryReadError(f"{label}: cannot resolve its artifact location: {exc}") from exc
-    with tempfile.TemporaryDirectory(prefix="stockcast-model-") as tmp:
-        paths: dict[str, Path] = {}
-        for artifact in (METADATA_ARTIFACT, ONNX_ARTIFACT):
-            try:
-                paths[artifact] = Path(
-                    download_artifacts(
-                        artifact_uri=f"{root}/{artifact}",
-                        dst_path=tmp,
-                        tracking_uri=client.tracking_uri,
-                    )
-                )
-            except Exception as exc:
-                raise RegistryReadError(f"{label}: cannot download {artifact}: {exc}") from exc
-        try:
-            metadata = ModelMetadata.model_validate_json(
-                paths[METADATA_ARTIFACT].read_text(encoding="utf-8")
-            )
-        except ValueError as exc:
-            raise RegistryReadError(f"{label}: invalid {METADATA_ARTIFACT}: {exc}") from exc
-        onnx_bytes = paths[ONNX_ARTIFACT].read_bytes()
+    with _version_artifacts(client, name, version) as fetch:
+        metadata = _read_metadata(fetch, f"models:/{name}/{version}")
+        onnx_bytes = fetch(ONNX_ARTIFACT).read_bytes()
     return LoadedVersion(version=version, metadata=metadata, onnx_bytes=onnx_bytes)
 
 

@@ -56,15 +56,14 @@ def champion_metadata(*, ticker: str, tracking_uri: str) -> tuple[str, ModelMeta
     """
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
-    from common.registry import champion_version, load_version  # noqa: PLC0415
+    from common.registry import champion_version, load_metadata  # noqa: PLC0415
 
     name = registered_model_name(ticker)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     version = champion_version(client, name)
     if version is None:
         return None
-    loaded = load_version(client, name, version)
-    return loaded.version, loaded.metadata
+    return version, load_metadata(client, name, version)
 
 
 def assess(

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
 from common.drift import LOG_RETURN
-from common.model_contract import ModelMetadata
+from common.exceptions import RegistryReadError
+from common.model_contract import ONNX_ARTIFACT, ModelMetadata, registered_model_name
 from common.price_store import Bars
+from common.registry import load_version
 from data_pipeline.storage.upsert import upsert_bars
 from ml_lifecycle.health import assess, champion_health, champion_metadata
-from ml_lifecycle.tracking import Tracking
+from ml_lifecycle.tracking import Tracking, default_artifact_location
 from ml_lifecycle.train import train_and_register
 from tests.ml_lifecycle.conftest import TICKER, tiny_config
 
@@ -89,3 +92,22 @@ def test_a_champion_whose_recent_inputs_drifted_is_retrained(
     assert health.drift is not None and health.drift.status == "drift"
     assert health.retrain and health.reason.startswith("drifting: PSI")
     assert health.bars_behind == 0
+
+
+def test_the_champion_metadata_is_read_without_its_network(champion, tracking_uri: str) -> None:
+    """Drift and staleness need the metadata only: with every model.onnx of the store moved
+    away, champion_metadata still answers, while a full load names the missing network."""
+    location = default_artifact_location(tracking_uri)
+    assert location is not None and location.startswith("file://")
+    networks = sorted(Path(location.removeprefix("file://")).rglob(ONNX_ARTIFACT))
+    assert networks, "the trained champion logged no model.onnx"
+    for network in networks:
+        network.rename(network.with_suffix(".moved"))
+    try:
+        assert champion_metadata(ticker=TICKER, tracking_uri=tracking_uri) == champion
+        client = Tracking(uri=tracking_uri).client()
+        with pytest.raises(RegistryReadError, match=f"cannot download {ONNX_ARTIFACT}"):
+            load_version(client, registered_model_name(TICKER), champion[0])
+    finally:
+        for network in networks:
+            network.with_suffix(".moved").rename(network)
