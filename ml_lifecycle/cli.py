@@ -12,6 +12,7 @@ config, 3 database or MLflow unavailable.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -273,7 +274,9 @@ def _each_ticker(
     return EXIT_OK if not failed else EXIT_TICKER_FAILED
 
 
-def _train(args: argparse.Namespace, session_factory: Any, tracking: Tracking) -> int:
+def _train(
+    args: argparse.Namespace, session_factory: Any, tracking: Tracking, *, settings: MLSettings
+) -> int:
     from common.model_contract import registered_model_name  # noqa: PLC0415
     from common.tickers import normalize_ticker  # noqa: PLC0415
     from ml_lifecycle.health import champion_health  # noqa: PLC0415
@@ -281,7 +284,6 @@ def _train(args: argparse.Namespace, session_factory: Any, tracking: Tracking) -
     from ml_lifecycle.train import train_and_register  # noqa: PLC0415
 
     config = _load_config(args)
-    settings = get_settings()
 
     def run(requested: str) -> TickerTrainSummary | None:
         ticker = normalize_ticker(requested)
@@ -440,7 +442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = create_db_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     logger.info("price store %s, MLflow %s", redact_url(settings.database_url), tracking.uri)
-    commands = {"train": _train, "backtest": _backtest, "tune": _tune, "evaluate": _evaluate}
+    commands: dict[str, Callable[[argparse.Namespace, Any, Tracking], int]] = {
+        "train": functools.partial(_train, settings=settings),
+        "backtest": _backtest,
+        "tune": _tune,
+        "evaluate": _evaluate,
+    }
     try:
         return commands[args.command](args, session_factory, tracking)
     except ConfigError as exc:
