@@ -7,8 +7,10 @@ The model is trained once per session (lookback 20, 8 units, 2 epochs: a few sec
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -185,6 +188,76 @@ def admin_headers(client: TestClient, users: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {login(client, users['admin'])}"}
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(url: str, *, within: float) -> httpx.Response:
+    """The first answer of ``url`` within ``within`` seconds (connection refused meanwhile)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return httpx.get(url, timeout=1.0)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def app_environment(*, database_url: str, registry: Registry, **env: str) -> dict[str, str]:
+    """The environment of an API process of these tests: this one's, plus the app's database,
+    the registry's tracking store, the test key, no polling, and the models loaded before it
+    serves; ``env`` adds or overrides variables."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "APP_SECRET_KEY": SECRET_KEY,
+        "APP_MODEL_POLL_SECONDS": "0",
+        "APP_MODEL_STARTUP_WAIT_SECONDS": "120",
+        **env,
+    }
+
+
+@contextmanager
+def served_app(
+    *, database_url: str, registry: Registry, log: Path, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m app serve`` in a fresh process (:func:`app_environment`, WARNING logs) on a
+    free port, once it answers ``/health``: yields its base URL and its process.
+
+    Its output goes to the file ``log``. On exit a server still running gets SIGTERM (and
+    SIGKILL after 30 s); a test that stops it itself (a SIGTERM drain) is left as it is.
+    """
+    port = free_port()
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            env=app_environment(
+                database_url=database_url,
+                registry=registry,
+                **{"APP_PORT": str(port), "LOG_LEVEL": "WARNING", **env},
+            ),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", within=60.0)
+            yield f"http://127.0.0.1:{port}", server
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+
+
 def run_app_script(
     script: str, *, database_url: str, registry: Registry, **env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -196,15 +269,7 @@ def run_app_script(
     result = subprocess.run(
         [sys.executable, "-c", script],
         check=False,
-        env={
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "MLFLOW_TRACKING_URI": registry.tracking_uri,
-            "APP_SECRET_KEY": SECRET_KEY,
-            "APP_MODEL_POLL_SECONDS": "0",
-            "APP_MODEL_STARTUP_WAIT_SECONDS": "120",
-            **env,
-        },
+        env=app_environment(database_url=database_url, registry=registry, **env),
         capture_output=True,
         text=True,
         timeout=300,

@@ -13,7 +13,6 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,9 +27,8 @@ from sqlalchemy import create_engine, select, text
 
 from app.models import PredictionLog
 from common.db import create_db_engine, make_session_factory
-from tests.app.conftest import TICKER, Registry, ingest
-from tests.app.factories import PASSWORD, SECRET_KEY, create_user
-from tests.app.features.stock_prediction.test_registry_outage import free_port, wait_for
+from tests.app.conftest import TICKER, Registry, free_port, ingest, served_app
+from tests.app.factories import PASSWORD, create_user
 from tests.conftest import migrate
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -102,7 +100,7 @@ def private_pg() -> Iterator[tuple[str, Path, int]]:
 
 
 def test_a_postgres_restart_under_load_loses_no_acknowledged_prediction(
-    private_pg: tuple[str, Path, int], registry: Registry, prices_dir: Path
+    private_pg: tuple[str, Path, int], registry: Registry, prices_dir: Path, tmp_path: Path
 ) -> None:
     """Restart in the middle of the load: 503s meanwhile, every 200's rows committed."""
     url, data, _port = private_pg
@@ -111,29 +109,12 @@ def test_a_postgres_restart_under_load_loses_no_acknowledged_prediction(
     engine = create_db_engine(url)
     with make_session_factory(engine)() as session:
         create_user(session, "loader")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve"],
-        env={
-            **os.environ,
-            "DATABASE_URL": url,
-            "MLFLOW_TRACKING_URI": registry.tracking_uri,
-            "APP_SECRET_KEY": SECRET_KEY,
-            "APP_PORT": str(port),
-            "APP_MODEL_POLL_SECONDS": "0",
-            "APP_MODEL_STARTUP_WAIT_SECONDS": "120",
-            "APP_BARS_CACHE_SECONDS": "0",
-            "LOG_LEVEL": "WARNING",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
     acknowledged: list[str] = []
     statuses: dict[int, int] = {}
     stop = threading.Event()
-    try:
-        wait_for(f"{base}/health", within=60.0)
+    with served_app(
+        database_url=url, registry=registry, log=tmp_path / "api.log", APP_BARS_CACHE_SECONDS="0"
+    ) as (base, _server):
         token = httpx.post(
             f"{base}/auth/token", data={"username": "loader", "password": PASSWORD}
         ).json()["access_token"]
@@ -151,37 +132,27 @@ def test_a_postgres_restart_under_load_loses_no_acknowledged_prediction(
                     if response.status_code == 200:
                         acknowledged.append(response.json()["prediction_id"])
 
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            futures = [pool.submit(client) for _ in range(CLIENTS)]
-            deadline = time.monotonic() + 30
-            while len(acknowledged) < 100 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            subprocess.run(
-                as_postgres(
-                    pg_bin("pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(data.parent / "pg.log"),
-                    "-m",
-                    "fast",
-                    "-w",
-                    "restart",
-                ),
-                check=True,
-                capture_output=True,
-            )
-            after_restart = len(acknowledged)
-            deadline = time.monotonic() + 30
-            while len(acknowledged) < after_restart + 100 and time.monotonic() < deadline:
-                time.sleep(0.05)
+        try:
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                futures = [pool.submit(client) for _ in range(CLIENTS)]
+                deadline = time.monotonic() + 30
+                while len(acknowledged) < 100 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                restart = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(data.parent / "pg.log")]
+                subprocess.run(
+                    as_postgres(*restart, "-m", "fast", "-w", "restart"),
+                    check=True,
+                    capture_output=True,
+                )
+                after_restart = len(acknowledged)
+                deadline = time.monotonic() + 30
+                while len(acknowledged) < after_restart + 100 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                stop.set()
+                for future in futures:
+                    future.result()
+        finally:
             stop.set()
-            for future in futures:
-                future.result()
-    finally:
-        stop.set()
-        server.terminate()
-        server.wait(timeout=30)
     assert 500 not in statuses, statuses
     assert set(statuses) <= {200, 503}, statuses
     assert len(acknowledged) >= after_restart + 100, statuses

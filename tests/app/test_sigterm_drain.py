@@ -7,15 +7,13 @@ GET /predict until the server goes away.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,9 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import PredictionLog
-from tests.app.conftest import TICKER, Registry
-from tests.app.factories import PASSWORD, SECRET_KEY
-from tests.app.features.stock_prediction.test_registry_outage import free_port, wait_for
+from tests.app.conftest import TICKER, Registry, served_app
+from tests.app.factories import PASSWORD
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -37,30 +34,15 @@ def test_sigterm_under_load_loses_no_acknowledged_prediction(
     registry: Registry,
     users: dict[str, str],
     app_sessions: Callable[[], Session],
+    tmp_path: Path,
 ) -> None:
     """Every 200 answered before and during the shutdown has its rows committed."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve"],
-        env={
-            **os.environ,
-            "DATABASE_URL": app_db_url,
-            "MLFLOW_TRACKING_URI": registry.tracking_uri,
-            "APP_SECRET_KEY": SECRET_KEY,
-            "APP_PORT": str(port),
-            "APP_MODEL_POLL_SECONDS": "0",
-            "APP_MODEL_STARTUP_WAIT_SECONDS": "120",
-            "LOG_LEVEL": "WARNING",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
     acknowledged: list[str] = []
     stop = threading.Event()
-    try:
-        wait_for(f"{base}/health", within=60.0)
+    with served_app(database_url=app_db_url, registry=registry, log=tmp_path / "api.log") as (
+        base,
+        server,
+    ):
         token = httpx.post(
             f"{base}/auth/token", data={"username": users["user"], "password": PASSWORD}
         ).json()["access_token"]
@@ -76,22 +58,20 @@ def test_sigterm_under_load_loses_no_acknowledged_prediction(
                     if response.status_code == 200:
                         acknowledged.append(response.json()["prediction_id"])
 
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            for _ in range(CLIENTS):
-                pool.submit(client)
-            deadline = time.monotonic() + 30
-            while len(acknowledged) < 200 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stopping = time.monotonic()
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
-            stopped_after = time.monotonic() - stopping
+        try:
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                for _ in range(CLIENTS):
+                    pool.submit(client)
+                deadline = time.monotonic() + 30
+                while len(acknowledged) < 200 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                stopping = time.monotonic()
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=30)
+                stopped_after = time.monotonic() - stopping
+                stop.set()
+        finally:
             stop.set()
-    finally:
-        stop.set()
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     assert len(acknowledged) >= 200
     assert stopped_after < 15, f"SIGTERM took {stopped_after:.1f} s"
     ids = {uuid.UUID(i) for i in acknowledged}

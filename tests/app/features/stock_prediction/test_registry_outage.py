@@ -21,17 +21,10 @@ from fastapi.testclient import TestClient
 
 from app.core.config import AppSettings
 from app.main import create_app
-from tests.app.conftest import TICKER, Registry, login
+from tests.app.conftest import TICKER, Registry, free_port, login, wait_for
 from tests.app.factories import PASSWORD, SECRET_KEY
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -54,18 +47,6 @@ def startup_seconds(log: str) -> int:
                 stamps[event] = dt.datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
     waited = stamps["Application startup complete"] - stamps["Waiting for application startup"]
     return int(waited.total_seconds())
-
-
-def wait_for(url: str, *, within: float) -> httpx.Response:
-    """The first answer of ``url`` within ``within`` seconds (connection refused meanwhile)."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return httpx.get(url, timeout=1.0)
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def test_the_api_listens_within_5_s_with_the_registry_down_and_says_503(
