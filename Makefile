@@ -39,6 +39,8 @@ audit:
 
 ## run: the demo on the embedded default (SQLite + MLflow under ./var), offline-capable:
 ##      migrate, ingest, train missing champions, create user demo, serve on 127.0.0.1:8000
+##      (another port: make run RUN_PORT=8001)
+RUN_PORT ?= 8000
 run: $(STAMP)
 	@mkdir -p var
 	$(BIN)/alembic upgrade head
@@ -49,8 +51,8 @@ run: $(STAMP)
 	$(BIN)/python -m data_pipeline coverage
 	$(BIN)/python -m ml_lifecycle train --missing-only > var/train-summary.json
 	@echo "training summary written to var/train-summary.json"
-	$(BIN)/python -m app ensure-demo-user --base-url http://127.0.0.1:8000
-	$(BIN)/python -m app serve --host 127.0.0.1 --port 8000
+	$(BIN)/python -m app ensure-demo-user --base-url http://127.0.0.1:$(RUN_PORT)
+	$(BIN)/python -m app serve --host 127.0.0.1 --port $(RUN_PORT)
 
 ## evaluate: walk-forward backtest of the default LSTM for the seven snapshot tickers (8 folds of
 ##           63 bars, refit per fold); prints relative MAE vs naive, DM p-value, directional
