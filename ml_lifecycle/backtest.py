@@ -12,10 +12,8 @@ forecasts every target of the fold from the bars up to each forecast origin thro
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ from ml_lifecycle.metrics import (
     rmse,
 )
 from ml_lifecycle.summary import TickerTrainSummary
-from ml_lifecycle.tracking import Tracking
+from ml_lifecycle.tracking import Tracking, ticker_run
 
 logger = logging.getLogger(__name__)
 
@@ -502,17 +500,11 @@ def backtest_ticker(
         bars = read_bars(session, ticker=ticker)
     require_bars(bars, config, folds=folds or config.folds, fold_bars=fold_bars or config.fold_bars)
     summary = TickerTrainSummary(ticker=ticker, registered_model=registered_model_name(ticker))
-    experiment_id = tracking.experiment_id()
-    run_name = f"{ticker}-backtest-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-    with (
-        mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
-        tempfile.TemporaryDirectory(prefix="stockcast-backtest-") as tmp,
-    ):
-        summary.run_id = run.info.run_id
-        mlflow.set_tags({"ticker": ticker, "kind": "backtest"})
-        mlflow.log_params({**config_params(config), "horizon": horizon})
+    params = {**config_params(config), "horizon": horizon}
+    with ticker_run(tracking, ticker=ticker, kind="backtest", params=params) as (run_id, tmp):
+        summary.run_id = run_id
         result = walk_forward(bars, config, folds=folds, fold_bars=fold_bars, horizon=horizon)
-        log_backtest(result, (reports_dir or Path(tmp)) / ticker)
+        log_backtest(result, (reports_dir or tmp) / ticker)
         summarize(result, summary)
         summary.combination_weight = result.folds[-1].metadata.combination.weight
         summary.ok = True

@@ -8,9 +8,11 @@ Called inside the use cases, never at import. The embedded default is a SQLite f
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,40 @@ class Tracking:
         from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+
+@contextlib.contextmanager
+def ticker_run(
+    tracking: Tracking,
+    *,
+    ticker: str,
+    kind: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[tuple[str, Path]]:
+    """An MLflow run of one ticker's use case (``train``, ``backtest``), with a scratch folder.
+
+    The run is named ``<ticker>-<kind>-<UTC timestamp>`` in :attr:`Tracking.experiment_name`,
+    tagged ``ticker`` and ``kind`` (plus ``tags``) and given ``params``; the folder is removed
+    on exit, and the run ends ``FINISHED``, or ``FAILED`` if the block raised.
+
+    Yields:
+        ``(run_id, scratch folder)``.
+
+    Raises:
+        MlflowException / OSError: the tracking store failed.
+    """
+    import mlflow  # noqa: PLC0415 - slow import
+
+    experiment_id = tracking.experiment_id()
+    run_name = f"{ticker}-{kind}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
+        tempfile.TemporaryDirectory(prefix=f"stockcast-{kind}-") as scratch,
+    ):
+        mlflow.set_tags({"ticker": ticker, "kind": kind, **(tags or {})})
+        mlflow.log_params(dict(params))
+        yield run.info.run_id, Path(scratch)
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:

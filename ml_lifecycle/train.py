@@ -7,10 +7,8 @@ next log return. Seeds are set in one place, :func:`set_seeds`, so a run can be 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from common.tickers import normalize_ticker
 from ml_lifecycle.config import TrainConfig
 from ml_lifecycle.data import FitData, PreparedData
 from ml_lifecycle.summary import TickerTrainSummary
-from ml_lifecycle.tracking import Tracking
+from ml_lifecycle.tracking import Tracking, ticker_run
 
 logger = logging.getLogger(__name__)
 
@@ -240,19 +238,15 @@ def train_and_register(
     require_bars(bars, config, folds=config.folds, fold_bars=config.fold_bars)
     name = registered_model_name(ticker)
     summary = TickerTrainSummary(ticker=ticker, registered_model=name)
-    experiment_id = tracking.experiment_id()
     client = tracking.client()
-    run_name = f"{ticker}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-    with (
-        mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
-        tempfile.TemporaryDirectory(prefix="stockcast-ml-") as tmp,
-    ):
-        summary.run_id = run.info.run_id
-        mlflow.set_tags({"ticker": ticker, "kind": "train", "registered_model": name})
-        mlflow.log_params({**config_params(config), "ticker": ticker, "n_bars": len(bars)})
+    params = {**config_params(config), "ticker": ticker, "n_bars": len(bars)}
+    with ticker_run(
+        tracking, ticker=ticker, kind="train", params=params, tags={"registered_model": name}
+    ) as (run_id, tmp):
+        summary.run_id = run_id
         mlflow.log_dict(config.model_dump(mode="json"), "config/train_config.json")
         result = walk_forward(bars, config)
-        log_backtest(result, (reports_dir or Path(tmp) / "plots") / ticker)
+        log_backtest(result, (reports_dir or tmp / "plots") / ticker)
         summarize(result, summary)
         mapping = {c: np.asarray(v, dtype=np.float64) for c, v in bars.as_mapping().items()}
         logger.info("%s: fitting the version on all %d bars", ticker, len(bars))
@@ -292,7 +286,7 @@ def train_and_register(
             keras_model=final.model,
             metadata=metadata,
             example_bars=example,
-            work_dir=Path(tmp) / "model",
+            work_dir=tmp / "model",
             registered_name=name,
             onnx_sample=final.data.val.x,
         )

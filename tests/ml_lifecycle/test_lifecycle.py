@@ -29,7 +29,7 @@ from common.model_contract import (
     registered_model_name,
 )
 from common.price_store import Bars
-from ml_lifecycle.backtest import walk_forward
+from ml_lifecycle.backtest import backtest_ticker, walk_forward
 from ml_lifecycle.data import prepare_fit
 from ml_lifecycle.evaluate import evaluate_champion
 from ml_lifecycle.exceptions import InsufficientBarsError
@@ -158,6 +158,36 @@ def test_version_tags_and_run_carry_metrics_params_and_plots(champion, tracking_
     assert len(client.get_metric_history(champion.run_id, "fold_relative_mae")) == 2
     plots = {Path(a.path).name for a in client.list_artifacts(champion.run_id, "plots")}
     assert plots == {f"{TICKER}_walk_forward.png"}
+    assert run.info.run_name.startswith(f"{TICKER}-train-")
+    assert run.data.tags["kind"] == "train" and run.data.tags["registered_model"] == NAME
+    assert run.info.status == "FINISHED"
+
+
+def test_a_backtest_is_one_finished_run_and_registers_nothing(
+    ml_session_factory, tracking_uri, tmp_path
+):
+    """backtest_ticker logs a run of kind backtest (params, fold metrics, summary.json) in the
+    same experiment as training, and leaves the registry as it was."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    versions_before = len(client.search_model_versions(f"name='{NAME}'"))
+    summary = backtest_ticker(
+        session_factory=ml_session_factory,
+        ticker=TICKER,
+        config=tiny_config(),
+        tracking=Tracking(tracking_uri),
+        horizon=2,
+        reports_dir=tmp_path,
+    )
+    assert summary.ok and summary.run_id
+    run = client.get_run(summary.run_id)
+    assert run.info.run_name.startswith(f"{TICKER}-backtest-")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["ticker"] == TICKER and run.data.tags["kind"] == "backtest"
+    assert run.data.params["horizon"] == "2" and run.data.params["lookback"] == "20"
+    assert len(client.get_metric_history(summary.run_id, "fold_relative_mae")) == 2
+    assert "summary.json" in {a.path for a in client.list_artifacts(summary.run_id)}
+    assert (tmp_path / TICKER / f"{TICKER}_walk_forward.png").exists()
+    assert len(client.search_model_versions(f"name='{NAME}'")) == versions_before
 
 
 def test_training_is_repeatable_with_the_same_seed(petr_bars):
