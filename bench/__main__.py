@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import logging
 import os
 import platform
@@ -445,6 +446,22 @@ def target_table(cases: Sequence[CaseResult]) -> list[str]:
     return out
 
 
+#: Packages that decide what the server does per request (uvicorn picks uvloop and httptools
+#: when they are installed).
+SERVER_PACKAGES = ("uvicorn", "uvloop", "httptools", "granian", "fastapi", "starlette", "orjson")
+
+
+def server_packages() -> str:
+    """Installed versions of :data:`SERVER_PACKAGES`, e.g. ``uvicorn 0.30.1, uvloop 0.19.0``."""
+    found = []
+    for name in SERVER_PACKAGES:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
 def machine_description(database_url: str) -> list[str]:
     """nproc, CPU model, RAM, OS/kernel and the Postgres version, as Markdown bullets."""
     from sqlalchemy import create_engine, text  # noqa: PLC0415
@@ -473,6 +490,7 @@ def machine_description(database_url: str) -> list[str]:
     )
     wrk_version = (wrk.stdout or wrk.stderr or "wrk").splitlines()[0]
     return [
+        f"- server packages (the API's and the ceiling's): {server_packages()}",
         f"- CPU: {nproc} cores (nproc), {cpu}",
         f"- RAM: {mem_kib / 1024 / 1024:.1f} GiB",
         f"- OS: {platform.platform()}, Python {platform.python_version()}",
