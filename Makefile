@@ -68,14 +68,18 @@ evaluate: $(STAMP)
 	exit $$status
 
 ## bench: the performance benchmark: wrk (Debian package) against `python -m app serve` (2 workers)
-##        on the local Postgres (database stockcast_bench, MLflow store var/bench/); prints one
-##        table and writes it to var/bench/results.md (docs/performance.md explains it)
+##        and the ceiling beside it (a bare FastAPI app on the same server and workers), on the
+##        local Postgres (database stockcast_bench, MLflow store var/bench/); prints the cases as
+##        shares of the ceiling and of /health with issue 19's targets, and writes the table to
+##        var/bench/results.md (docs/performance.md explains it). More options: BENCH_ARGS, e.g.
+##        make bench BENCH_ARGS="--database stockcast_bench_b --port 18200"
+BENCH_ARGS ?=
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { \
 		echo "installing wrk (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
 	}
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## test: lint, type-check, then the whole suite (Postgres tests need 127.0.0.1:5432)
 test: lint tools

@@ -3,11 +3,13 @@
 Steps (each logs a line): re-create the ``stockcast_bench`` database and migrate it; ingest
 the seven snapshot tickers (timed); train the champions missing from ``var/bench/mlflow.db``;
 train one ticker with the default config (timed, into a throwaway store); time inference
-(ONNX as served vs Keras ``predict``); start ``python -m app serve`` with 2 workers; run the
-wrk cases in ``--rounds`` interleaved rounds (each a warm-up, then the measured run; after
-each, check that the rows added to ``prediction_log`` equal the predicted dates the server
-answered); read a worker's RSS. Each case's median round is shown.
-The table goes to stdout and to ``var/bench/results.md``.
+(ONNX as served vs Keras ``predict``); start ``python -m app serve`` with 2 workers and the
+ceiling beside it (:mod:`bench.bare_app`: a bare FastAPI app on the same server, workers and
+options); run the wrk cases in ``--rounds`` interleaved rounds (each a warm-up, then the
+measured run; after each, check that the rows added to ``prediction_log`` equal the predicted
+dates the server answered); read a worker's RSS. Each case's median round is shown with every
+round beside it, as a share of the ceiling and of the API's own ``/health``, and the targets
+of issue 19 are judged on it. The table goes to stdout and to ``var/bench/results.md``.
 
 Exit codes: 0 done (targets met or not: the table says), 1 a durability check failed,
 2 preparation or the server failed.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import logging
 import os
 import platform
@@ -37,19 +40,69 @@ from common.tickers import SNAPSHOT_TICKERS
 
 logger = logging.getLogger(__name__)
 
-#: Targets of issue 6 for case 2 (horizon 1).
-TARGET_RATIO, TARGET_P99_MS = 0.35, 25.0
 EXIT_OK, EXIT_DURABILITY, EXIT_SETUP = 0, 1, 2
+
+
+#: Where a case sends its requests: the API or the ceiling (the bare FastAPI app).
+API, CEILING = "api", "ceiling"
 
 
 @dataclass(frozen=True)
 class Case:
-    """One wrk case: its label, request paths (taken in turn) and whether it predicts."""
+    """One wrk case.
+
+    Attributes:
+        key: short name (``--cases``).
+        label: the table's name of the case.
+        paths: GET request paths, taken in turn (empty for a POST case).
+        authenticated: sends the bearer token (and predicts: the durability check counts).
+        server: :data:`API` or :data:`CEILING`.
+        posts: for a POST case, the tickers to POST fresh windows to, in turn.
+    """
 
     key: str
     label: str
     paths: list[str]
     authenticated: bool
+    server: str = API
+    posts: tuple[load.PostTarget, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target of issue 19: a case's share of the ceiling, and a p99 bound if any.
+
+    A round meets it when the share and the p99 are within bounds, every response was 2xx
+    and the durability check passed.
+    """
+
+    case_key: str
+    min_share_of_ceiling: float
+    max_p99_ms: float | None = None
+
+    def describe(self) -> str:
+        """E.g. ``>= 40% of the ceiling, p99 < 20 ms``."""
+        text = f">= {self.min_share_of_ceiling:.0%} of the ceiling"
+        return text if self.max_p99_ms is None else f"{text}, p99 < {self.max_p99_ms:g} ms"
+
+    def met_by(self, measured: CaseResult, ceiling: CaseResult) -> bool:
+        """Whether ``measured`` (a round of the case) meets the target against ``ceiling``."""
+        r = measured.result
+        share = r.rps / ceiling.result.rps if ceiling.result.rps else 0.0
+        return (
+            share >= self.min_share_of_ceiling
+            and (self.max_p99_ms is None or r.p99_ms < self.max_p99_ms)
+            and r.non2xx + r.socket_errors == 0
+            and measured.durable
+        )
+
+
+#: Issue 19's targets (2 workers, c32, median of 3 rounds, durability check passing).
+TARGETS = (
+    Target("health", 0.80),
+    Target("h1", 0.40, 20.0),
+    Target("post", 0.30, 25.0),
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +116,7 @@ class CaseResult:
     worker_cpu_seconds: float
     machine_busy_pct: float
     per_commit: tuple[float, int]
+    round_no: int = 1
 
     @property
     def durable(self) -> bool:
@@ -70,10 +124,17 @@ class CaseResult:
         return self.rows_added == self.points_served
 
 
-def build_cases(tickers: Sequence[str]) -> list[Case]:
-    """The three load cases; the predict cases cycle over ``tickers``."""
+def build_cases(tickers: Sequence[str], posts: Sequence[load.PostTarget] = ()) -> list[Case]:
+    """The load cases; the predict cases cycle over ``tickers``, the POST case over ``posts``."""
     return [
-        Case("bare", "1. bare: GET /health (no auth, no database)", ["/health"], False),
+        Case(
+            "ceiling",
+            "0. ceiling: bare FastAPI app, GET / (same server and workers)",
+            ["/"],
+            False,
+            server=CEILING,
+        ),
+        Case("health", "1. GET /health (no auth, no database)", ["/health"], False),
         Case(
             "h1",
             "2. GET /predict/{ticker}?horizon=1",
@@ -86,7 +147,44 @@ def build_cases(tickers: Sequence[str]) -> list[Case]:
             [f"/predict/{t}?horizon=30" for t in tickers],
             True,
         ),
+        Case(
+            "post",
+            "4. POST /predict/{ticker}?horizon=1, a fresh random window per request",
+            [],
+            True,
+            posts=tuple(posts),
+        ),
     ]
+
+
+CASE_KEYS = [case.key for case in build_cases([])]
+
+
+def post_targets(
+    api: server.ApiServer, token: str, tickers: Sequence[str]
+) -> list[load.PostTarget]:
+    """The POST case's targets: each of ``tickers`` whose served model accepts closes, with
+    its lookback and latest stored close (``GET /models``, then one ``GET /predict``).
+
+    Raises:
+        LoadError: no served model of ``tickers`` accepts closes.
+    """
+    served = {m["ticker"]: m for m in api.served_models()}
+    targets = [
+        load.PostTarget(
+            path=f"/predict/{t}?horizon=1",
+            lookback=int(served[t]["lookback"]),
+            price=api.last_close(t, token),
+        )
+        for t in tickers
+        if t in served and served[t]["accepts_closes"]
+    ]
+    if not targets:
+        raise load.LoadError(
+            f"the POST case needs a served model that accepts closes; none of {list(tickers)} "
+            "does (GET /models: accepts_closes)"
+        )
+    return targets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,22 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=3,
-        help="measure the cases this many times, interleaved (bare, h1, h30, bare, ...); the "
-        "table shows each case's median round",
+        help="measure the cases this many times, interleaved (ceiling, health, h1, ..., "
+        "ceiling, ...); the table shows each case's median round and every round",
     )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=8765, help="the API's port")
+    parser.add_argument(
+        "--ceiling-port", type=int, default=None, help="the bare app's port (default: --port + 1)"
+    )
     parser.add_argument(
         "--database",
         default=BenchEnvironment.database,
         help="the benchmark's own Postgres database, dropped and re-created "
         "(another name lets two checkouts run at once)",
     )
-    parser.add_argument(
-        "--cases", nargs="+", choices=["bare", "h1", "h30"], default=["bare", "h1", "h30"]
-    )
+    parser.add_argument("--cases", nargs="+", choices=CASE_KEYS, default=CASE_KEYS)
     parser.add_argument(
         "--skip-prepare",
         action="store_true",
@@ -147,29 +246,36 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_case(
     *,
     api: server.ApiServer,
+    ceiling: server.CeilingServer,
     bench: BenchEnvironment,
     case: Case,
     token: str,
     args: argparse.Namespace,
     recorder: ProfileRecorder | None,
+    round_no: int,
 ) -> CaseResult:
-    script = load.write_script(
-        bench.var_dir / f"{case.key}.lua", case.paths, token if case.authenticated else None
+    script_path = bench.var_dir / f"{case.key}.lua"
+    token_sent = token if case.authenticated else None
+    script = (
+        load.write_post_script(script_path, case.posts, token_sent)
+        if case.posts
+        else load.write_script(script_path, case.paths, token_sent)
     )
+    target: server.ApiServer | server.CeilingServer = ceiling if case.server == CEILING else api
     common = {"connections": args.connections, "threads": args.threads}
     logger.info("%s: warm-up %.0f s", case.label, args.warmup)
-    load.run_wrk(bench.base_url, script, seconds=args.warmup, **common)
+    load.run_wrk(target.base_url, script, seconds=args.warmup, **common)
     time.sleep(1.0)
     rows_before = server.prediction_log_rows(bench.database_url)
     id_before = server.max_log_id(bench.database_url)
     points_before = api.predicted_points()
-    pids = api.worker_pids()
+    pids = target.worker_pids()
     cpu_before = sum(server.cpu_seconds(p) for p in pids)
     busy_before, total_before = server.machine_cpu_jiffies()
     logger.info("%s: measuring %.0f s", case.label, args.seconds)
     if recorder is not None:
         recorder.start(pids[0], case.key, args.seconds)
-    result = load.run_wrk(bench.base_url, script, seconds=args.seconds, **common)
+    result = load.run_wrk(target.base_url, script, seconds=args.seconds, **common)
     if recorder is not None:
         recorder.wait()
     cpu = sum(server.cpu_seconds(p) for p in pids) - cpu_before
@@ -184,11 +290,12 @@ def _run_case(
         worker_cpu_seconds=cpu,
         machine_busy_pct=busy_pct,
         per_commit=server.requests_per_commit(bench.database_url, id_before),
+        round_no=round_no,
     )
     logger.info(
-        "%s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d; prediction_log +%d rows, "
-        "%d dates served: %s",
-        case.label, result.rps, result.p50_ms, result.p99_ms, result.non2xx,
+        "round %d, %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d; prediction_log "
+        "+%d rows, %d dates served: %s",
+        round_no, case.label, result.rps, result.p50_ms, result.p99_ms, result.non2xx,
         measured.rows_added, measured.points_served, "OK" if measured.durable else "MISMATCH",
     )  # fmt: skip
     return measured
@@ -203,6 +310,156 @@ def median_round(of_case: Sequence[CaseResult]) -> CaseResult:
     """
     ranked = sorted(of_case, key=lambda c: c.result.rps)
     return ranked[(len(ranked) - 1) // 2]
+
+
+def rounds_by_case(cases: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
+    """The measured rounds of each case, by case key, in the order measured."""
+    rounds: dict[str, list[CaseResult]] = {}
+    for c in cases:
+        rounds.setdefault(c.case.key, []).append(c)
+    return rounds
+
+
+def _share(part: CaseResult, whole: CaseResult | None) -> float | None:
+    if whole is None or not whole.result.rps:
+        return None
+    return part.result.rps / whole.result.rps
+
+
+def _same_round(of_case: Sequence[CaseResult], round_no: int) -> CaseResult | None:
+    return next((c for c in of_case if c.round_no == round_no), None)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def case_table(cases: Sequence[CaseResult]) -> list[str]:
+    """The Markdown table of the cases: each case's median round, every round beside it.
+
+    Shares: the case's median round over the ceiling's (bare FastAPI app) median round and
+    over ``/health``'s, and in brackets each round over the same round's ceiling.
+    """
+    out = [
+        "| case | requests/s (median round) | requests/s of each round | share of ceiling "
+        "(each round) | share of /health | p50 ms | p99 ms | p99 ms of each round | non-2xx | "
+        "server CPU ms per req | machine CPU busy | requests per commit (mean/max) | "
+        "prediction_log rows = dates served (all rounds) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    rounds = rounds_by_case(cases)
+    ceilings = rounds.get("ceiling", [])
+    ceiling = median_round(ceilings) if ceilings else None
+    health = median_round(rounds["health"]) if "health" in rounds else None
+    for of_case in rounds.values():
+        c = median_round(of_case)
+        r = c.result
+        each_share = ", ".join(_pct(_share(x, _same_round(ceilings, x.round_no))) for x in of_case)
+        of_ceiling = f"{_pct(_share(c, ceiling))} ({each_share})" if ceiling else "-"
+        cpu_ms = c.worker_cpu_seconds / r.requests * 1000 if r.requests else 0.0
+        busy = f"{c.machine_busy_pct:.0f}%"
+        mean, most = c.per_commit
+        batching = f"{mean:.1f} / {most}" if most else "-"
+        durable = all(x.durable for x in of_case)
+        rows, points = sum(x.rows_added for x in of_case), sum(x.points_served for x in of_case)
+        check = (
+            f"{'yes' if durable else 'NO'} ({rows} = {points})"
+            if c.case.authenticated
+            else f"{'yes' if durable else 'NO'} (no predictions: {rows} rows)"
+        )
+        each = ", ".join(f"{x.result.rps:,.0f}" for x in of_case)
+        each_p99 = ", ".join(f"{x.result.p99_ms:.1f}" for x in of_case)
+        out.append(
+            f"| {c.case.label} | {r.rps:,.0f} | {each} | {of_ceiling} | "
+            f"{_pct(_share(c, health))} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {each_p99} | "
+            f"{r.non2xx + r.socket_errors} | {cpu_ms:.2f} | {busy} | {batching} | {check} |"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class TargetVerdict:
+    """A target judged on the median rounds, and on every round against its own ceiling.
+
+    Attributes:
+        target: the target.
+        shown: the case's median round.
+        share: its requests/s over the ceiling's median round.
+        met: whether the median round meets the target against the ceiling's median round.
+        rounds: ``(share, met)`` of each round, against the same round's ceiling.
+    """
+
+    target: Target
+    shown: CaseResult
+    share: float
+    met: bool
+    rounds: list[tuple[float, bool]]
+
+
+def evaluate_targets(cases: Sequence[CaseResult]) -> list[TargetVerdict]:
+    """The verdict of each of :data:`TARGETS` whose case and the ceiling were measured."""
+    rounds = rounds_by_case(cases)
+    ceilings = rounds.get("ceiling")
+    if not ceilings:
+        return []
+    ceiling = median_round(ceilings)
+    verdicts = []
+    for target in TARGETS:
+        of_case = rounds.get(target.case_key)
+        if not of_case:
+            continue
+        shown = median_round(of_case)
+        each = []
+        for x in of_case:
+            own = _same_round(ceilings, x.round_no) or ceiling
+            each.append((_share(x, own) or 0.0, target.met_by(x, own)))
+        verdicts.append(
+            TargetVerdict(
+                target=target,
+                shown=shown,
+                share=_share(shown, ceiling) or 0.0,
+                met=target.met_by(shown, ceiling),
+                rounds=each,
+            )
+        )
+    return verdicts
+
+
+def target_table(cases: Sequence[CaseResult]) -> list[str]:
+    """The Markdown table of issue 19's targets: the verdict on the median rounds, and how
+    many rounds met it (a round also needs only 2xx responses and its durability check)."""
+    verdicts = evaluate_targets(cases)
+    if not verdicts:
+        return ["Targets: not judged (the ceiling case or the target cases were not measured)."]
+    out = [
+        "| target (issue 19) | needed | median round | verdict | rounds that met it |",
+        "|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        p99 = f", p99 {v.shown.result.p99_ms:.1f} ms" if v.target.max_p99_ms is not None else ""
+        each = ", ".join(f"{share:.0%} {'met' if met else 'missed'}" for share, met in v.rounds)
+        out.append(
+            f"| {v.shown.case.label} | {v.target.describe()} | {v.share:.0%}{p99} | "
+            f"**{'met' if v.met else 'NOT met'}** | "
+            f"{sum(met for _, met in v.rounds)} of {len(v.rounds)} ({each}) |"
+        )
+    return out
+
+
+#: Packages that decide what the server does per request (uvicorn picks uvloop and httptools
+#: when they are installed).
+SERVER_PACKAGES = ("uvicorn", "uvloop", "httptools", "granian", "fastapi", "starlette", "orjson")
+
+
+def server_packages() -> str:
+    """Installed versions of :data:`SERVER_PACKAGES`, e.g. ``uvicorn 0.30.1, uvloop 0.19.0``."""
+    found = []
+    for name in SERVER_PACKAGES:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
 
 
 def machine_description(database_url: str) -> list[str]:
@@ -233,6 +490,7 @@ def machine_description(database_url: str) -> list[str]:
     )
     wrk_version = (wrk.stdout or wrk.stderr or "wrk").splitlines()[0]
     return [
+        f"- server packages (the API's and the ceiling's): {server_packages()}",
         f"- CPU: {nproc} cores (nproc), {cpu}",
         f"- RAM: {mem_kib / 1024 / 1024:.1f} GiB",
         f"- OS: {platform.platform()}, Python {platform.python_version()}",
@@ -256,55 +514,15 @@ def render(
     out.append(
         f"wrk: {args.connections} connections, {args.threads} thread(s), "
         f"{args.warmup:g} s warm-up then {args.seconds:g} s per case, {args.rounds} round(s) "
-        "of the cases interleaved, each case's median round shown (by requests/s); API: "
-        f"`python -m app serve`, {args.workers} workers (uvicorn), bearer token, "
-        "every prediction logged to Postgres (group commit) before its response."
+        "of the cases interleaved, each case's median round shown (by requests/s) with every "
+        f"round beside it; API: `python -m app serve`, {args.workers} workers (uvicorn), bearer "
+        "token, every prediction logged to Postgres (group commit) before its response; "
+        f"ceiling: the bare FastAPI app of bench/bare_app.py on the same server, "
+        f"{args.workers} workers. Shares of the ceiling and of /health compare the median "
+        "rounds; the shares in brackets compare each round with the same round's ceiling."
     )
-    out += [
-        "",
-        "| case | requests/s (median round) | requests/s of each round | p50 ms | p99 ms | "
-        "p99 ms of each round | ratio to bare | non-2xx | API CPU ms per req | "
-        "machine CPU busy | requests per commit (mean/max) | "
-        "prediction_log rows = dates served (all rounds) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    rounds: dict[str, list[CaseResult]] = {}
-    for c in cases:
-        rounds.setdefault(c.case.key, []).append(c)
-    shown = [median_round(of_case) for of_case in rounds.values()]
-    base = next((c.result.rps for c in shown if c.case.key == "bare"), None)
-    for c in shown:
-        r = c.result
-        ratio = f"{r.rps / base:.0%}" if base else "-"
-        cpu_ms = c.worker_cpu_seconds / r.requests * 1000 if r.requests else 0.0
-        busy = f"{c.machine_busy_pct:.0f}%"
-        mean, most = c.per_commit
-        batching = f"{mean:.1f} / {most}" if most else "-"
-        of_case = rounds[c.case.key]
-        durable = all(x.durable for x in of_case)
-        rows, points = sum(x.rows_added for x in of_case), sum(x.points_served for x in of_case)
-        check = (
-            f"{'yes' if durable else 'NO'} ({rows} = {points})"
-            if c.case.authenticated
-            else f"{'yes' if durable else 'NO'} (no predictions: {rows} rows)"
-        )
-        each = ", ".join(f"{x.result.rps:,.0f}" for x in of_case)
-        each_p99 = ", ".join(f"{x.result.p99_ms:.1f}" for x in of_case)
-        out.append(
-            f"| {c.case.label} | {r.rps:,.0f} | {each} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-            f"{each_p99} | {ratio} | {r.non2xx + r.socket_errors} | {cpu_ms:.2f} | {busy} | "
-            f"{batching} | {check} |"
-        )
-    shown_h1 = next((c for c in shown if c.case.key == "h1"), None)
-    h1 = shown_h1
-    if h1 is not None and base:
-        share = h1.result.rps / base
-        met = share >= TARGET_RATIO and h1.result.p99_ms < TARGET_P99_MS
-        out += [
-            "",
-            f"Target (case 2 >= {TARGET_RATIO:.0%} of bare with p99 < {TARGET_P99_MS:g} ms): "
-            f"**{'met' if met else 'NOT met'}** ({share:.0%}, p99 {h1.result.p99_ms:.2f} ms).",
-        ]
+    out += case_table(cases)
+    out += ["", *target_table(cases)]
     if timings:
         out += ["", "| model inference alone | batch | µs per window |", "|---|---:|---:|"]
         out += [f"| {t.runtime} | {t.batch} | {t.us_per_window:,.1f} |" for t in timings]
@@ -347,21 +565,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             ProfileRecorder(args.profile, gil_only=args.profile_gil) if args.profile else None
         )
         results: list[CaseResult] = []
-        with server.ApiServer(bench, expected_models=len(SNAPSHOT_TICKERS)) as api:
+        ceiling_port = args.ceiling_port or args.port + 1
+        with (
+            server.ApiServer(bench, expected_models=len(SNAPSHOT_TICKERS)) as api,
+            server.CeilingServer(bench, port=ceiling_port) as ceiling,
+        ):
             token = api.token(username, password)
-            cases = [c for c in build_cases(SNAPSHOT_TICKERS) if c.key in args.cases]
+            posts = post_targets(api, token, SNAPSHOT_TICKERS) if "post" in args.cases else []
+            cases = [c for c in build_cases(SNAPSHOT_TICKERS, posts) if c.key in args.cases]
             for round_no in range(1, args.rounds + 1):
                 logger.info("round %d of %d", round_no, args.rounds)
                 for case in cases:
                     results.append(
                         _run_case(
                             api=api,
+                            ceiling=ceiling,
                             bench=bench,
                             case=case,
                             token=token,
                             args=args,
                             # one profile per case: its first round
                             recorder=recorder if round_no == 1 else None,
+                            round_no=round_no,
                         )
                     )
             rss = [server.worker_rss_mib(pid) for pid in api.worker_pids()]

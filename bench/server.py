@@ -1,4 +1,5 @@
-"""The API under test: ``python -m app serve`` with ``APP_WORKERS`` workers on loopback.
+"""The servers under test: the API (``python -m app serve``) and the ceiling (the bare FastAPI
+app of :mod:`bench.bare_app`), each with ``APP_WORKERS`` workers on loopback.
 
 Also the server-side facts the benchmark checks: the rows in ``prediction_log``, the
 ``stockcast_predicted_points_total`` counter summed over the workers, and a worker's
@@ -14,12 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from bench.environment import BenchEnvironment
+from bench.environment import REPO_ROOT, BenchEnvironment
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +29,23 @@ PREDICTED_POINTS = "stockcast_predicted_points"
 
 
 class ServerError(RuntimeError):
-    """The API did not start (its log's tail is in the message)."""
+    """A server under test did not start (its log's tail is in the message)."""
 
 
-class ApiServer:
-    """``python -m app serve`` as a context manager; stdout+stderr go to ``log_path``."""
+class _ServerProcess:
+    """A server subprocess with uvicorn workers, as a context manager; output goes to a log."""
 
-    def __init__(self, bench: BenchEnvironment, *, expected_models: int) -> None:
+    name = "the server"
+
+    def __init__(self, bench: BenchEnvironment, *, port: int, log_name: str) -> None:
         self.bench = bench
-        self.expected_models = expected_models
-        self.log_path: Path = bench.var_dir / "server.log"
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path: Path = bench.var_dir / log_name
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=bench.base_url, timeout=30.0)
+        self.client = httpx.Client(base_url=self.base_url, timeout=30.0)
 
-    def __enter__(self) -> ApiServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -53,16 +58,16 @@ class ApiServer:
         self.stop()
 
     def start(self, timeout: float = 180.0) -> None:
-        """Start the server and wait until every worker serves every model.
+        """Start the server and wait until it is ready.
 
         Raises:
             ServerError: the server exited, or was not ready within ``timeout`` seconds.
         """
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [self.bench.python(), "-m", "app", "serve", "--port", str(self.bench.port)],
+            self._command(),
             env=self.bench.env(),
-            cwd=self.bench.app_root,
+            cwd=self._cwd(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -70,26 +75,23 @@ class ApiServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ServerError(f"the API exited ({self.proc.returncode}):\n{self._log_tail()}")
-            started = self.log_path.read_text(errors="replace").count(
-                "Application startup complete"
-            )
-            if started >= self.bench.workers and self._models_served() == self.expected_models:
-                logger.info(
-                    "API ready: %d workers (pids %s), %d models each",
-                    self.bench.workers, self.worker_pids(), self.expected_models,
-                )  # fmt: skip
+                raise ServerError(
+                    f"{self.name} exited ({self.proc.returncode}):\n{self._log_tail()}"
+                )
+            if self._ready():
                 return
             time.sleep(0.5)
         self.stop()
-        raise ServerError(f"the API was not ready within {timeout:.0f} s:\n{self._log_tail()}")
+        raise ServerError(f"{self.name} was not ready within {timeout:.0f} s:\n{self._log_tail()}")
 
-    def _models_served(self) -> int:
-        try:
-            response = self.client.get("/models")
-        except httpx.HTTPError:
-            return -1
-        return len(response.json()) if response.status_code == 200 else -1
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _cwd(self) -> Path:
+        return REPO_ROOT
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
 
     def _log_tail(self) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
@@ -114,6 +116,89 @@ class ApiServer:
         if self.bench.workers == 1:
             return [self.proc.pid]
         return [pid for pid in pids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+class CeilingServer(_ServerProcess):
+    """``python -m bench.bare_app``: the bare FastAPI app on the API's server and options."""
+
+    name = "the ceiling (bench.bare_app)"
+
+    def __init__(self, bench: BenchEnvironment, *, port: int) -> None:
+        super().__init__(bench, port=port, log_name="ceiling.log")
+
+    def _command(self) -> list[str]:
+        return [
+            self.bench.python(), "-m", "bench.bare_app",
+            "--port", str(self.port), "--workers", str(self.bench.workers),
+        ]  # fmt: skip
+
+    def _ready(self) -> bool:
+        # Every worker started, and ten new connections (spread by the kernel) answered.
+        if len(self.worker_pids()) < self.bench.workers:
+            return False
+        for _ in range(10):
+            try:
+                with httpx.Client(base_url=self.base_url, timeout=5.0) as fresh:
+                    if fresh.get("/").status_code != 200:
+                        return False
+            except httpx.HTTPError:
+                return False
+        logger.info(
+            "ceiling ready: bare FastAPI app, %d workers (pids %s)",
+            self.bench.workers, self.worker_pids(),
+        )  # fmt: skip
+        return True
+
+
+class ApiServer(_ServerProcess):
+    """``python -m app serve`` as a context manager; stdout+stderr go to ``log_path``."""
+
+    name = "the API"
+
+    def __init__(self, bench: BenchEnvironment, *, expected_models: int) -> None:
+        super().__init__(bench, port=bench.port, log_name="server.log")
+        self.expected_models = expected_models
+
+    def _command(self) -> list[str]:
+        return [self.bench.python(), "-m", "app", "serve", "--port", str(self.port)]
+
+    def _cwd(self) -> Path:
+        return self.bench.app_root
+
+    def _ready(self) -> bool:
+        # Every worker started and serves every model.
+        started = self.log_path.read_text(errors="replace").count("Application startup complete")
+        if started >= self.bench.workers and self._models_served() == self.expected_models:
+            logger.info(
+                "API ready: %d workers (pids %s), %d models each",
+                self.bench.workers, self.worker_pids(), self.expected_models,
+            )  # fmt: skip
+            return True
+        return False
+
+    def _models_served(self) -> int:
+        try:
+            response = self.client.get("/models")
+        except httpx.HTTPError:
+            return -1
+        return len(response.json()) if response.status_code == 200 else -1
+
+    def served_models(self) -> list[dict[str, Any]]:
+        """``GET /models``: one object per served champion (ticker, lookback, accepts_closes)."""
+        response = self.client.get("/models")
+        response.raise_for_status()
+        models: list[dict[str, Any]] = response.json()
+        return models
+
+    def last_close(self, ticker: str, token: str) -> float:
+        """``last_close`` of ``GET /predict/{ticker}?horizon=1``: the latest stored close."""
+        response = self.client.get(
+            f"/predict/{ticker}",
+            params={"horizon": 1},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        response.raise_for_status()
+        return float(response.json()["last_close"])
 
     def token(self, username: str, password: str) -> str:
         """A bearer token from ``POST /auth/token``."""

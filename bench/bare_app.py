@@ -1,0 +1,81 @@
+"""The benchmark's ceiling: a bare FastAPI app served as ``python -m app serve`` serves the API.
+
+``python -m bench.bare_app --port P --workers N`` serves :data:`app` (one ``async def``
+returning a small dict: no middleware, no auth, no database, no metrics, no access log) with
+the server the API uses and the API's server options: uvicorn's supervisor, ``N`` workers,
+each on its own ``SO_REUSEPORT`` socket (:mod:`app.core.listeners`), uvicorn's default loop
+and HTTP implementations (uvloop and httptools when installed, as for the API), no
+``server`` header. What the API serves less than this is the cost of the API itself, not of
+the server or of the machine.
+
+Keep :func:`serve` in step with ``app.cli``'s ``serve`` (server, workers, socket, options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+
+#: The import string the server's workers load.
+APP_IMPORT = "bench.bare_app:app"
+
+app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+
+@app.get("/")
+async def root() -> dict[str, str]:
+    """A constant small JSON object, ``{"status": "ok"}``."""
+    return {"status": "ok"}
+
+
+def serve(*, host: str, port: int, workers: int) -> None:
+    """Serve :data:`app` with ``workers`` uvicorn workers until SIGTERM/SIGINT.
+
+    With more than one worker on Linux, each worker listens on its own ``SO_REUSEPORT``
+    socket, as ``python -m app serve`` does; otherwise uvicorn's own listener.
+
+    Raises:
+        OSError: the port is in use.
+    """
+    import uvicorn  # noqa: PLC0415 - only serving needs it
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+
+    from app.core.listeners import reserve_port, reuse_port_supported  # noqa: PLC0415
+
+    config = uvicorn.Config(
+        APP_IMPORT,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    if workers > 1 and reuse_port_supported():
+        sock = reserve_port(host, port)
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sock.close()
+    else:
+        uvicorn.Server(config).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.bare_app``; returns the exit code (0 after a clean stop)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.bare_app", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    serve(host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
