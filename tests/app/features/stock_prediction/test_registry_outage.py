@@ -104,7 +104,9 @@ def test_the_api_listens_within_5_s_with_the_registry_down_and_says_503(
     # uvicorn re-raises the signal after a graceful shutdown
     assert server.returncode in (0, -signal.SIGTERM), log
     assert "Application shutdown complete" in log
-    assert startup_seconds(log) <= 1, log
+    # the lifespan itself waits for nothing (was 250 s of MLflow retries); the log's stamps
+    # have a one-second resolution and a loaded 2-core host adds a second
+    assert startup_seconds(log) <= 2, log
 
 
 def test_a_reload_against_a_hung_registry_times_out_with_a_clear_503(
