@@ -192,6 +192,8 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # no OpenTelemetry here: else FastAPI looks up the global providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     register_handlers(app)
     app.include_router(auth_router)
