@@ -99,6 +99,23 @@ def _app_without(*names: str) -> Callable[[], Any]:
     return build
 
 
+def _app_with_telemetry() -> Any:
+    """The app with FastAPI's OpenTelemetry hooks on (its default)."""
+    import functools  # noqa: PLC0415
+
+    from fastapi import FastAPI  # noqa: PLC0415
+
+    from app import main  # noqa: PLC0415
+
+    def with_telemetry(**kwargs: Any) -> Any:
+        kwargs.pop("telemetry", None)
+        return FastAPI(**kwargs)
+
+    patched: Any = main
+    patched.FastAPI = functools.partial(with_telemetry)
+    return patched.create_app()
+
+
 def _app() -> Any:
     from app import main  # noqa: PLC0415
 
@@ -109,6 +126,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "bare": bare_app,
     "app": _app,
     "app-instrumentator": _instrumentator_app,
+    "app-telemetry": _app_with_telemetry,
     "app-no-metrics": _app_without("metrics"),
     "app-no-edge": _app_without("edge"),
     "app-no-middleware": _app_without("metrics", "edge"),
