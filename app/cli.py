@@ -105,9 +105,17 @@ def _serve(args: argparse.Namespace) -> int:
     logger.info("multiprocess metrics in %s", metrics_dir)
     host, port = args.host or settings.host, args.port or settings.port
     workers = args.workers or settings.workers
+    access_log = settings.access_log_enabled
+    logger.info("access log %s (APP_ACCESS_LOG)", "on" if access_log else "off")
     try:
+        if settings.metrics_port is not None:
+            from app.core.monitoring import serve_metrics_port  # noqa: PLC0415 - after the env
+
+            serve_metrics_port(host, settings.metrics_port)
         if workers > 1 and reuse_port_supported():
-            _serve_workers_on_own_sockets(host=host, port=port, workers=workers)
+            _serve_workers_on_own_sockets(
+                host=host, port=port, workers=workers, access_log=access_log
+            )
         else:
             uvicorn.run(
                 "app.main:app",
@@ -116,6 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
                 workers=workers,
                 log_config=None,
                 server_header=False,
+                access_log=access_log,
             )
     finally:
         if temporary:
@@ -123,7 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve_workers_on_own_sockets(*, host: str, port: int, workers: int) -> None:
+def _serve_workers_on_own_sockets(*, host: str, port: int, workers: int, access_log: bool) -> None:
     """uvicorn's multi-worker supervisor, each worker on a ``SO_REUSEPORT`` socket of its own.
 
     The supervisor is uvicorn's (it starts, pings and restarts the workers); only the socket
@@ -143,6 +152,7 @@ def _serve_workers_on_own_sockets(*, host: str, port: int, workers: int) -> None
         workers=workers,
         log_config=None,
         server_header=False,  # no "server: uvicorn" advertised
+        access_log=access_log,
     )
     sock = reserve_port(host, port)
     logger.info("%d workers, each listening on its own SO_REUSEPORT socket", workers)

@@ -197,6 +197,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # no OpenTelemetry here: else FastAPI looks up the global providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     register_handlers(app)
     app.include_router(auth_router)

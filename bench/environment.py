@@ -34,6 +34,8 @@ class BenchEnvironment:
     port: int = 8765
     workers: int = 2
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    #: production serves /metrics on the API's port only with this bearer token
+    metrics_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     #: Source tree the server runs from (another checkout gives before/after numbers).
     app_root: Path = REPO_ROOT
 
@@ -61,6 +63,7 @@ class BenchEnvironment:
             MLFLOW_TRACKING_URI=self.tracking_uri,
             APP_ENVIRONMENT="production",
             APP_SECRET_KEY=self.secret_key,
+            APP_METRICS_TOKEN=self.metrics_token,
             APP_WORKERS=str(self.workers),
             APP_MODEL_POLL_SECONDS="0",
             TF_CPP_MIN_LOG_LEVEL="2",

@@ -211,7 +211,9 @@ class ApiServer(_ServerProcess):
 
     def predicted_points(self) -> int:
         """``stockcast_predicted_points_total`` summed over tickers and workers."""
-        response = self.client.get("/metrics")
+        response = self.client.get(
+            "/metrics", headers={"Authorization": f"Bearer {self.bench.metrics_token}"}
+        )
         response.raise_for_status()
         total = 0.0
         for family in text_string_to_metric_families(response.text):

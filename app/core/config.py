@@ -178,6 +178,33 @@ class AppSettings(LayerSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
+    access_log: bool | None = Field(
+        default=None,
+        description="uvicorn's line per request on stderr; unset = on in development, off in "
+        "production (a log line per request costs more CPU than the rest of GET /health; "
+        "http_requests_total counts every request)",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token GET /metrics on the API's port requires (Prometheus: "
+        "authorization.credentials_file); unset = /metrics open, refused in production "
+        "unless APP_METRICS_PORT is set",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="serve /metrics (every worker's) on this port of APP_HOST, from the "
+        "server's supervising process, and not on the API's port; for a port only "
+        "Prometheus reaches",
+    )
+
+    @property
+    def access_log_enabled(self) -> bool:
+        """Whether the server logs a line per request (``APP_ACCESS_LOG``, else development)."""
+        if self.access_log is None:
+            return self.environment == "development"
+        return self.access_log
 
     @field_validator("docs", mode="before")
     @classmethod
@@ -244,6 +271,28 @@ class AppSettings(LayerSettings):
                 f"APP_SECRET_KEY is {len(value.encode())} bytes; at least "
                 f"{MIN_SECRET_KEY_BYTES} bytes are required"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_metrics_exposure(self) -> AppSettings:
+        if (
+            self.environment == "production"
+            and self.metrics_port is None
+            and self.metrics_token is None
+        ):
+            raise ValueError(
+                "production serves /metrics only on its own port or behind a token: set "
+                "APP_METRICS_PORT (a port only Prometheus reaches) or APP_METRICS_TOKEN"
+            )
+        if self.metrics_token is not None:
+            token = self.metrics_token.get_secret_value()
+            if token.strip().lower() in PLACEHOLDER_SECRETS or len(token) < 16:
+                raise ValueError(
+                    "APP_METRICS_TOKEN is a placeholder or shorter than 16 characters; generate "
+                    'one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+                )
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(f"APP_METRICS_PORT ({self.metrics_port}) must differ from APP_PORT")
         return self
 
     @model_validator(mode="after")

@@ -31,9 +31,10 @@ Custom metrics:
   same timer): ``stockcast_input_drift_psi{ticker}``, ``stockcast_input_drift_ks{ticker}``,
   ``stockcast_model_bars_behind{ticker}``.
 
-HTTP metrics (prometheus-fastapi-instrumentator): ``http_requests_total{handler, method,
-status}``, ``http_request_duration_seconds{handler, method}`` with buckets from 1 ms,
-``http_request_duration_highr_seconds`` and request/response sizes.
+HTTP metrics (:class:`HttpMetricsMiddleware`): ``http_requests_total{handler, method,
+status}`` and ``http_request_duration_seconds{handler, method}`` (buckets from 1 ms), the names
+and labels of prometheus-fastapi-instrumentator that the dashboards and alert rules use;
+``handler`` is the route template (``/predict/{ticker}``), ``none`` for a path no route matches.
 
 Several workers (``APP_WORKERS > 1``): each worker is a process with its own counters, and a
 scrape reaches only one of them. ``python -m app serve`` therefore runs prometheus_client's
@@ -48,18 +49,33 @@ the variable (tests, embedding the app) the metrics stay in the process, as usua
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from collections.abc import Callable
-from typing import Final
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+from wsgiref.simple_server import WSGIServer
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
-from prometheus_client import Counter, Gauge, Histogram
-from prometheus_fastapi_instrumentator import Instrumentator, metrics
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.config import MULTIPROC_DIR_ENV
+from app.core.config import MULTIPROC_DIR_ENV, get_settings
+from app.core.exceptions import InvalidCredentialsError
 
 logger = logging.getLogger(__name__)
 
@@ -180,32 +196,179 @@ MODEL_BARS_BEHIND = Gauge(
 )
 
 
-@functools.cache
-def _http_metrics() -> Callable[[metrics.Info], None]:
-    """The HTTP metrics (requests, latency by route template), created once per process and
-    shared by every app: a second app creating its own would find the names registered and
-    measure nothing."""
-    instrumentation = metrics.default(
-        latency_highr_buckets=HTTP_LATENCY_BUCKETS, latency_lowr_buckets=HTTP_LATENCY_BUCKETS
-    )
-    assert instrumentation is not None  # the first creation in this process
-    return instrumentation
+#: Where the metrics are exposed on the API's port (and the handler the HTTP metrics leave out).
+METRICS_PATH: Final = "/metrics"
+
+HTTP_REQUESTS = Counter(
+    "http_requests",
+    "Total number of requests by method, status and handler.",
+    ["method", "status", "handler"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Wall time from the request's arrival at the app to its last response byte, seconds, by "
+    "route template.",
+    ["method", "handler"],
+    buckets=HTTP_LATENCY_BUCKETS,
+)
+
+
+def _flat_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """The routes of ``routes`` with each included router replaced by its routes (FastAPI
+    keeps ``include_router`` routers as one entry whose routes carry the full path)."""
+    for route in routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if callable(contexts):
+            for context in contexts():
+                yield getattr(context, "starlette_route", None) or context
+        else:
+            yield route
+
+
+def _route_template(scope: Scope) -> str:
+    """The template of the route that served ``scope`` (``/predict/{ticker}``), else ``none``.
+
+    FastAPI's router puts the matched route (or, for a 405, the route whose path matched) in
+    ``scope["route"]``; only requests it never routed (404s, the docs pages, bodies refused by
+    the edge) are matched again here, against the app's routes.
+    """
+    route = scope.get("route")
+    if route is None:
+        partial = None
+        for candidate in _flat_routes(getattr(scope.get("app"), "routes", ())):
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                route = candidate
+                break
+            if match is Match.PARTIAL and partial is None:
+                partial = candidate
+        route = route or partial
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "none"
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI middleware counting every HTTP request and timing it by route template.
+
+    Per request: one clock read at each end, one dict lookup for the label values' children
+    and three value updates (the counter, the histogram's bucket and sum); the route template
+    comes from the router's own match.
+
+    Args:
+        app: the application.
+        excluded_handlers: route templates not measured (the scrape endpoint).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, excluded_handlers: frozenset[str] = frozenset({METRICS_PATH})
+    ) -> None:
+        self.app = app
+        self.excluded_handlers = excluded_handlers
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500  # an exception before the response started
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self._observe(scope, status, time.perf_counter() - began)
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        handler = _route_template(scope)
+        if handler in self.excluded_handlers:
+            return
+        method: str = scope["method"]
+        key = (method, handler, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                HTTP_REQUESTS.labels(method, str(status), handler),
+                HTTP_REQUEST_DURATION.labels(method, handler),
+            )
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry a scrape reads: every worker's files in multiprocess mode, else this
+    process's collectors."""
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+def _check_metrics_access(request: Request) -> None:
+    """Refuse a scrape the settings do not allow on the API's port.
+
+    Raises:
+        HTTPException: 404 when ``APP_METRICS_PORT`` moves the metrics to their own port.
+        InvalidCredentialsError: 401 when ``APP_METRICS_TOKEN`` is set and the request does
+            not carry it as ``Authorization: Bearer <token>``.
+    """
+    settings = getattr(request.app.state, "settings", None) or get_settings()
+    if settings.metrics_port is not None:
+        raise HTTPException(status_code=404, detail="Not Found")
+    if settings.metrics_token is None:
+        return
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        credentials.strip().encode(), expected
+    ):
+        raise InvalidCredentialsError("a valid metrics token is required (APP_METRICS_TOKEN)")
+
+
+def metrics(request: Request) -> Response:
+    """Prometheus metrics of every worker (text exposition format)."""
+    _check_metrics_access(request)
+    return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def instrument(app: FastAPI) -> None:
-    """Add the HTTP metrics middleware and ``GET /metrics`` to ``app``."""
-    Instrumentator(
-        should_group_status_codes=False,
-        should_group_untemplated=True,
-        excluded_handlers=["/metrics"],
-    ).add(_http_metrics()).instrument(app).expose(
-        app,
-        include_in_schema=True,
+    """Add :class:`HttpMetricsMiddleware` (outermost) and ``GET /metrics`` to ``app``."""
+    app.add_middleware(HttpMetricsMiddleware)
+    app.add_api_route(
+        METRICS_PATH,
+        metrics,
+        methods=["GET"],
         tags=["ops"],
-        response_class=PlainTextResponse,
         summary="Prometheus metrics",
-        responses={200: {"description": "Prometheus text exposition format 0.0.4"}},
+        response_class=PlainTextResponse,
+        responses={
+            200: {"description": "Prometheus text exposition format 0.0.4"},
+            401: {"description": "APP_METRICS_TOKEN is set and the request lacks it"},
+            404: {"description": "APP_METRICS_PORT serves the metrics on their own port"},
+        },
     )
+
+
+def serve_metrics_port(host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+    """Serve the metrics on ``host:port`` in a daemon thread of this process: from the
+    supervisor of ``python -m app serve``, in multiprocess mode, the sum of every worker's.
+
+    Returns:
+        The HTTP server and its thread (``server.shutdown()`` stops it).
+
+    Raises:
+        OSError: the port is in use.
+    """
+    server, thread = start_http_server(port, addr=host, registry=metrics_registry())
+    logger.info("metrics on http://%s:%d/metrics (not on the API's port)", host, port)
+    return server, thread
 
 
 def mark_worker_exited() -> None:
@@ -215,7 +378,5 @@ def mark_worker_exited() -> None:
     the server restarts. Does nothing outside multiprocess mode.
     """
     if os.environ.get(MULTIPROC_DIR_ENV):
-        from prometheus_client import multiprocess  # noqa: PLC0415
-
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
         logger.debug("multiprocess metrics: worker %d marked dead", os.getpid())

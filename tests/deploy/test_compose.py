@@ -226,9 +226,11 @@ def test_prometheus_scrapes_the_api_service_and_grafana_reads_that_prometheus(
     jobs = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}
     api_job = jobs["stockcast-api"]
     assert api_job["metrics_path"] == "/metrics"
-    assert api_job["static_configs"][0]["targets"] == [
-        f"api:{services['api']['environment']['APP_PORT']}"
-    ]
+    api_env = services["api"]["environment"]
+    # the metrics port, which compose does not publish, not the API's public port
+    assert api_job["static_configs"][0]["targets"] == [f"api:{api_env['APP_METRICS_PORT']}"]
+    published = {str(p.get("target")) for p in services["api"].get("ports", [])}
+    assert str(api_env["APP_METRICS_PORT"]) not in published
     datasources = yaml.safe_load(
         (DEPLOY_DIR / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
     )["datasources"]

@@ -112,7 +112,11 @@ def test_api_has_liveness_on_health_readiness_on_ready_and_a_startup_allowance()
     api = resource("Deployment", "stockcast-api")
     (container,) = pod_spec(api)["containers"]
     port = int(config()["APP_PORT"])
-    assert container["ports"] == [{"name": "http", "containerPort": port}]
+    metrics_port = int(config()["APP_METRICS_PORT"])
+    assert container["ports"] == [
+        {"name": "http", "containerPort": port},
+        {"name": "metrics", "containerPort": metrics_port},
+    ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     startup = container["startupProbe"]
@@ -121,7 +125,7 @@ def test_api_has_liveness_on_health_readiness_on_ready_and_a_startup_allowance()
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
     annotations = api["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == port
+    assert int(annotations["prometheus.io/port"]) == metrics_port  # not the API's port
     assert annotations["prometheus.io/path"] == "/metrics"
 
 

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.slow
 
 #: Seconds allowed for one ``pip install`` (a cold cache downloads TensorFlow for ``ml``).
 INSTALL_TIMEOUT = 1500
+#: The bearer token the production API asks of a scrape of /metrics on its port.
+METRICS_TOKEN = "venv-test-metrics-token-" + "t" * 24
 
 
 def build_context(destination: Path) -> Path:
@@ -188,6 +190,7 @@ def api_server(api_python: Path, workdir: Path) -> Iterator[str]:
         APP_ENVIRONMENT="production",
         APP_SECRET_KEY="venv-test-signing-key-" + "v" * 40,
         APP_MODEL_POLL_SECONDS="0",
+        APP_METRICS_TOKEN=METRICS_TOKEN,
     )
     migrate_with(api_python, workdir, env)
     port = free_port()
@@ -223,7 +226,9 @@ def test_api_layer_has_no_tensorflow_and_serves_health(
             time.sleep(0.5)
     assert response is not None, (workdir / "api.log").read_text()[-3000:]
     assert response.status_code == 200, response.text
-    metrics = httpx.get(f"{api_server}/metrics", timeout=5)
+    metrics = httpx.get(
+        f"{api_server}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5
+    )
     assert metrics.status_code == 200
     assert "http_requests_total" in metrics.text
     # the image serves /docs without a CDN: Swagger UI's files are in its site-packages; the

@@ -48,6 +48,7 @@ SPLIT_DATE = "2023-12-01"
 class RunningApi:
     base_url: str
     port: int
+    metrics_port: int
     model_version: str
     database_url: str
     env: dict[str, str]
@@ -100,6 +101,8 @@ def api(tmp_path_factory: pytest.TempPathFactory, prices_dir: Path) -> Iterator[
         "MLFLOW_TRACKING_URI": tracking_uri,
         "APP_ENVIRONMENT": "production",
         "APP_SECRET_KEY": "deploy-test-signing-key-" + "s" * 40,
+        # as in docker-compose.yml: the metrics on a port of their own
+        "APP_METRICS_PORT": str(free_port()),
         "APP_MODEL_POLL_SECONDS": "0",
         "LOG_LEVEL": "WARNING",
         "APP_ACCURACY_REFRESH_SECONDS": "1",
@@ -144,7 +147,8 @@ def api(tmp_path_factory: pytest.TempPathFactory, prices_dir: Path) -> Iterator[
             timeout=120, what="the API to be ready", proc=proc,
         )  # fmt: skip
         yield RunningApi(
-            base_url=base_url, port=port, model_version=str(summary.version),
+            base_url=base_url, port=port, metrics_port=int(env["APP_METRICS_PORT"]),
+            model_version=str(summary.version),
             database_url=database_url, env=env, folder=folder,
         )  # fmt: skip
     finally:
@@ -166,7 +170,7 @@ def prometheus(
     api_job = jobs["stockcast-api"]
     api_job["scrape_interval"] = "1s"
     api_job["scrape_timeout"] = "1s"
-    api_job["static_configs"][0]["targets"] = [f"127.0.0.1:{api.port}"]
+    api_job["static_configs"][0]["targets"] = [f"127.0.0.1:{api.metrics_port}"]
     jobs["prometheus"]["static_configs"][0]["targets"] = [f"127.0.0.1:{port}"]
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     for rule_file in config["rule_files"]:
@@ -253,7 +257,7 @@ def realized(api: RunningApi, prices_dir: Path) -> None:
     ingest_snapshot(prices_dir, env=api.env, cwd=api.folder)
 
     def outcomes_counted() -> bool:
-        text_ = httpx.get(f"{api.base_url}/metrics", timeout=10).text
+        text_ = httpx.get(f"http://127.0.0.1:{api.metrics_port}/metrics", timeout=10).text
         return any(
             line.startswith(f'stockcast_realized_outcomes{{ticker="{TICKER}"}}')
             and float(line.split()[-1]) > 0

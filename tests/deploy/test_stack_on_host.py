@@ -193,8 +193,10 @@ def test_ingest_train_and_serve_through_the_stacks_mlflow_server(
     stored = {p.name for p in stack.artifacts_dir.rglob("*") if p.is_file()}
     assert {"model.onnx", "metadata.json"} <= stored, sorted(stored)[:20]
 
-    api_port = free_port()
-    api_env = stack.env("api", APP_HOST="127.0.0.1", APP_PORT=str(api_port))
+    api_port, metrics_port = free_port(), free_port()
+    api_env = stack.env(
+        "api", APP_HOST="127.0.0.1", APP_PORT=str(api_port), APP_METRICS_PORT=str(metrics_port)
+    )
     user = subprocess.run(
         [sys.executable, "-m", "app", "create-user", "ana"], input=PASSWORD + "\n",
         env=api_env, cwd=stack.workdir, capture_output=True, text=True, timeout=120, check=False,
@@ -217,7 +219,9 @@ def test_ingest_train_and_serve_through_the_stacks_mlflow_server(
             headers={"Authorization": f"Bearer {token}"}, timeout=30,
         )  # fmt: skip
         assert response.status_code == 200, response.text
-        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        # the compose service's metrics port: none on the API's port
+        assert httpx.get(f"{base}/metrics", timeout=10).status_code == 404
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
         assert f'stockcast_model_version_loaded{{ticker="{TICKER}"}} 1.0' in metrics
     finally:
         stop_process(api)

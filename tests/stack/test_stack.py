@@ -42,6 +42,8 @@ TICKER = "PETR4.SA"
 #: The scheduled jobs' ticker (a second one: its bars and model come only from those runs).
 SCHEDULED_TICKER = "VALE3.SA"
 PASSWORD = "correct horse battery staple"
+#: The bearer token the API asks of a scrape of /metrics on its port (APP_METRICS_TOKEN).
+METRICS_TOKEN = secrets.token_urlsafe(32)
 #: A model that trains in seconds (the flags of ``train``).
 TINY_FLAGS = ["--lookback", "20", "--units", "8", "--epochs", "2", "--patience", "2",
               "--history-bars", "800", "--folds", "2", "--fold-bars", "30"]  # fmt: skip
@@ -218,6 +220,8 @@ def api(
         "APP_SECRET_KEY": secrets.token_urlsafe(48),
         "APP_HOST": "127.0.0.1",
         "APP_PORT": str(port),
+        # the image runs in production: /metrics on the API's port needs this token
+        "APP_METRICS_TOKEN": METRICS_TOKEN,
     }
     name = docker.start("api", "stockcast-api", env=env, options=READ_ONLY)
     wait_for_http(f"http://127.0.0.1:{port}/health", timeout=300, what=docker.logs(name))
@@ -334,7 +338,10 @@ def test_a_user_logs_in_and_the_forecast_is_logged_and_counted(
     )  # fmt: skip
     assert rows == 3
     check(f"prediction_log has the {rows} rows of prediction {body['prediction_id']}")
-    metrics = httpx.get(f"{api.url}/metrics", timeout=10).text
+    assert httpx.get(f"{api.url}/metrics", timeout=10).status_code == 401
+    metrics = httpx.get(
+        f"{api.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+    ).text
     served = [line for line in metrics.splitlines()
               if line.startswith("stockcast_predictions_total{") and TICKER in line]  # fmt: skip
     assert served and float(served[0].rsplit(" ", 1)[1]) >= 1
@@ -435,7 +442,7 @@ def compose_stack(
     databases = fresh_databases(pg_server, "compose")
     project_dir = stack_tmp / "compose"
     project_dir.mkdir()
-    api_port, mlflow_port = free_port(), free_port()
+    api_port, mlflow_port, metrics_port = free_port(), free_port(), free_port()
     settings = {
         "POSTGRES_USER": pg_server.url.username or "postgres",
         "POSTGRES_PASSWORD": pg_server.url.password or "trust-auth-ignores-it",
@@ -446,6 +453,7 @@ def compose_stack(
         "STOCKCAST_VERSION": docker.tag,
         "APP_MODEL_POLL_SECONDS": "3",
         "STACK_API_PORT": str(api_port),
+        "STACK_METRICS_PORT": str(metrics_port),
         "STACK_MLFLOW_PORT": str(mlflow_port),
     }
     lines = [line for line in ENV_EXAMPLE.read_text().splitlines()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -47,11 +48,12 @@ def _sample(text: str, family_name: str, **labels: str) -> float:
     return total
 
 
-@pytest.fixture
-def served(
-    app_db_url: str, registry: Registry, users: dict[str, str], tmp_path: Path
+@contextmanager
+def _serving(
+    app_db_url: str, registry: Registry, tmp_path: Path, **extra_env: str
 ) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
-    """(base URL, multiprocess folder, process) of a 2-worker server on the tests' database."""
+    """(base URL, multiprocess folder, process) of a 2-worker server on the tests' database;
+    its log in ``tmp_path / "api.log"``."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_12345.db").write_bytes(b"stale values of an earlier run")
@@ -66,6 +68,7 @@ def served(
         "APP_MODEL_STARTUP_WAIT_SECONDS": "120",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "LOG_LEVEL": "INFO",
+        **extra_env,
     }
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log:
@@ -90,6 +93,15 @@ def served(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(
+    app_db_url: str, registry: Registry, users: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """(base URL, multiprocess folder, process) of a 2-worker server on the tests' database."""
+    with _serving(app_db_url, registry, tmp_path) as server:
+        yield server
 
 
 def test_every_scrape_counts_the_predictions_of_both_workers(
@@ -211,3 +223,31 @@ def test_a_worker_that_dies_is_replaced_on_a_socket_of_its_own(
         pytest.fail(f"no replacement worker listening on its own socket: {workers}")
     for _ in range(20):  # new connections: the kernel spreads them over both sockets
         assert httpx.get(f"{base_url}/health", timeout=10).status_code == 200
+
+
+def test_a_metrics_port_serves_every_workers_metrics_and_the_access_log_can_be_off(
+    app_db_url: str, registry: Registry, users: dict[str, str], tmp_path: Path
+) -> None:
+    """``APP_METRICS_PORT``: the API's port answers /metrics with 404, the metrics port (the
+    supervising process) with every worker's counters in the text format; with
+    ``APP_ACCESS_LOG=false`` the log has no line per request."""
+    metrics_port = _free_port()
+    with _serving(
+        app_db_url,
+        registry,
+        tmp_path,
+        APP_METRICS_PORT=str(metrics_port),
+        APP_ACCESS_LOG="false",
+    ) as (base_url, metrics_dir, _proc):
+        for _ in range(20):  # a new connection per request: the kernel spreads them
+            assert httpx.get(f"{base_url}/health", timeout=30).status_code == 200
+        assert httpx.get(f"{base_url}/metrics", timeout=10).status_code == 404
+        pids = {p.name.split("_")[-1] for p in metrics_dir.glob("*.db")}
+        assert len(pids) >= WORKERS, f"only {pids} wrote metrics"
+        response = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert _sample(response.text, "http_requests", handler="/health", status="200") == 20
+    log = (tmp_path / "api.log").read_text()
+    assert "access log off" in log
+    assert '"GET /health HTTP/1.1" 200' not in log
