@@ -17,8 +17,10 @@ New champions are picked up without a restart: :meth:`Predictor.reload` (called 
 by a polling thread every ``APP_MODEL_POLL_SECONDS`` and by ``POST /models/reload``) lists
 every champion with one paged batch query (``search_registered_models``, up to
 :data:`LIST_PAGE_SIZE` models per round trip: the registered models carry their aliases), then
-loads only the champions whose version differs from the one served, on a bounded pool of
-:data:`LOAD_THREADS` threads (a load mostly waits on the registry's artifact store). Each
+loads only the champions whose version differs from the one served. While a worker serves no
+model yet (its first load), :data:`LOAD_THREADS` loads run at once (a load mostly waits on
+the registry's artifact store); a later reload loads one model at a time, so that the event
+loop serving requests keeps most of the interpreter (the GIL) meanwhile. Each
 loaded model replaces its ticker's entry in one assignment under the lock, so requests keep
 being served by the old version until the new one is ready. A failed load keeps the old model
 serving; a ticker whose champion alias is removed keeps its last loaded model.
@@ -58,7 +60,8 @@ UNREACHED_RETRY_SECONDS = 15.0
 STOP_WAIT_SECONDS = 2.0
 #: Registered models per page of the listing (MLflow's maximum for search_registered_models).
 LIST_PAGE_SIZE = 1_000
-#: Threads loading changed champions at once (each waits mostly on artifact downloads).
+#: Loads at once while no model is served yet (each waits mostly on artifact downloads);
+#: a reload while models are served uses one thread, leaving the interpreter to requests.
 LOAD_THREADS = 4
 
 FloatArray = npt.NDArray[np.float64]
@@ -319,12 +322,12 @@ class Predictor:
             interval_levels=self.interval_levels,
         )
 
-    def reload(self) -> ReloadReport:
+    def reload(self, *, threads: int | None = None) -> ReloadReport:
         """Load every champion whose version is not the one served; keep the rest.
 
-        One paged listing of the registry, then the changed champions on at most
-        :data:`LOAD_THREADS` threads; each is served as soon as it has loaded (the others
-        keep their current version meanwhile).
+        One paged listing of the registry, then the changed champions, ``threads`` at a time
+        (default: :data:`LOAD_THREADS` while no model is served, else 1); each is served as
+        soon as it has loaded (the others keep their current version meanwhile).
 
         Never raises: a registry that cannot be listed, or a model that fails to load, is
         reported (and logged) and the models already in memory keep serving.
@@ -348,7 +351,8 @@ class Predictor:
                 else:
                     changed.append((name, version))
             if changed:
-                self._load_all(client, changed, served, report)
+                at_once = threads or (LOAD_THREADS if not served else 1)
+                self._load_all(client, changed, served, report, threads=at_once)
             self.registry_reached, self.registry_error = True, None
             if changed:
                 logger.info(
@@ -364,15 +368,18 @@ class Predictor:
         changed: list[tuple[str, str]],
         served: dict[str, str],
         report: ReloadReport,
+        *,
+        threads: int,
     ) -> None:
-        """Load ``changed`` ``(name, version)`` pairs on the pool, serving each when loaded."""
+        """Load ``changed`` ``(name, version)`` pairs, ``threads`` at a time, serving each as
+        soon as it has loaded."""
 
         def load(name: str, version: str) -> tuple[ServedModel, float]:
             started = time.perf_counter()
             return self._download(client, name, version), time.perf_counter() - started
 
         with ThreadPoolExecutor(
-            max_workers=min(LOAD_THREADS, len(changed)), thread_name_prefix="model-load"
+            max_workers=max(1, min(threads, len(changed))), thread_name_prefix="model-load"
         ) as pool:
             futures = {
                 pool.submit(load, name, version): (name, version) for name, version in changed
