@@ -5,7 +5,7 @@ must already hold the seven snapshot tickers and their champions (``python -m be
 them). The scale store ``var/bench/scale/mlflow.db`` starts as a copy of the bench store, and
 ``--models`` minus seven copies of the shipped champions are registered in it under other
 symbols of the same exchange (``SC0007.SA`` is a copy of a B3 champion, ``SC0011`` of a US
-one: same calendar and currency). Each copy is a registered model of its own with a version
+one: same sessions and currency). Each copy is a registered model of its own with a version
 and the alias ``champion``, whose source is a folder holding its own ``metadata.json`` (the
 original's, with the copy's ticker) and the original's ``model.onnx`` (a hard link): no
 retraining, and every copy is loaded, checked and served like any champion. The last
