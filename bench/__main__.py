@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import inference, load, prepare, server
+from bench import inference, load, prepare, scale, server
 from bench.environment import BenchEnvironment
 from bench.profile import ProfileRecorder
 from common.logging_setup import configure_logging
@@ -233,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
         "where the worker's Python CPU goes",
     )
     parser.add_argument("--output", type=Path, default=None, help="default: var/bench/results.md")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then the N-model case (python -m bench.scale --models N, on port+1 and port+2)",
+    )
     parser.add_argument(
         "--app-root",
         type=Path,
@@ -607,7 +614,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"(written to {output})")
     if recorder is not None:
         print(recorder.summary())
-    return EXIT_OK if all(c.durable for c in results) else EXIT_DURABILITY
+    code = EXIT_OK if all(c.durable for c in results) else EXIT_DURABILITY
+    if args.scale:
+        scaled = scale.main(
+            ["--models", str(args.scale), "--database", args.database, "--port",
+             str(args.port + 1), "--workers", str(args.workers), "--rounds", str(args.rounds),
+             "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+             "--connections", str(args.connections), "--threads", str(args.threads)]
+        )  # fmt: skip
+        code = max(code, scaled)
+    return code
 
 
 if __name__ == "__main__":

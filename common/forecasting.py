@@ -156,6 +156,8 @@ class Forecaster:
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            # no per-session memory arena: a served process holds hundreds of small sessions
+            options.enable_cpu_mem_arena = False
             session = ort.InferenceSession(
                 onnx, sess_options=options, providers=["CPUExecutionProvider"]
             )

@@ -54,19 +54,11 @@ def deactivate_user(session: Session, username: str) -> None:
     session.commit()
 
 
-def mean_onnx_model(
-    *,
-    ticker: str,
-    lookback: int,
-    features: Sequence[str],
-    version: str = "1",
-    target_scale: float = 1.0,
-) -> ServedModel:
-    """A real ONNX graph (not trained): output = mean of the scaled input, shape ``(1, 1)``.
-
-    With identity scalers the predicted log return is the mean of the window's features,
-    which makes multi-step behaviour easy to check by hand; ``target_scale`` multiplies it.
-    """
+def mean_onnx(
+    *, ticker: str, lookback: int, features: Sequence[str], target_scale: float = 1.0
+) -> tuple[ModelMetadata, bytes]:
+    """A real ONNX graph (not trained) and its metadata: output = mean of the scaled input,
+    shape ``(1, 1)``; identity scalers, except ``target_scale`` on the output."""
     import onnx  # noqa: PLC0415
     from onnx import TensorProto, helper  # noqa: PLC0415
 
@@ -91,11 +83,24 @@ def mean_onnx_model(
         last_bar_date=dt.date(2023, 12, 29),
         metrics={"mae": 1.0, "mape": 2.0, "mase": 0.99},
     )
+    return metadata, model.SerializeToString()
+
+
+def mean_onnx_model(
+    *,
+    ticker: str,
+    lookback: int,
+    features: Sequence[str],
+    version: str = "1",
+    target_scale: float = 1.0,
+) -> ServedModel:
+    """A served :func:`mean_onnx` model: the predicted log return is the mean of the window's
+    features (times ``target_scale``), which makes multi-step behaviour easy to check by hand."""
+    metadata, onnx_bytes = mean_onnx(
+        ticker=ticker, lookback=lookback, features=features, target_scale=target_scale
+    )
     return build_served_model(
-        name=f"stock-lstm-{ticker}",
-        version=version,
-        metadata=metadata,
-        onnx_bytes=model.SerializeToString(),
+        name=f"stock-lstm-{ticker}", version=version, metadata=metadata, onnx_bytes=onnx_bytes
     )
 
 

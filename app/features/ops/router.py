@@ -29,12 +29,14 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    """Readiness: the database answers and at least one model is served."""
+    """Readiness: the database answers, the first load of the champions has ended and at
+    least one model is served."""
 
     ready: bool
     database: Literal["ok", "unavailable"]
     registry: Literal["ok", "loading", "unreachable"] = Field(
-        description="ok: listed at least once; loading: the first attempt is under way; "
+        description="ok: listed, and its champions loaded, at least once; loading: the first "
+        "attempt is under way; "
         "unreachable: never reached (registry_error says why)"
     )
     registry_error: str | None = None
@@ -52,7 +54,9 @@ async def health() -> Health:
 
 @router.get("/ready", responses={503: {"model": Readiness, "description": "Not ready"}})
 def ready(response: Response, service: PredictionServiceDep) -> Readiness:
-    """Readiness probe: 200 when the database is reachable and a model is loaded, else 503."""
+    """Readiness probe: 200 when the database is reachable and the champions the registry
+    listed are loaded (at least one), else 503: a worker still loading its models is not sent
+    requests it would answer 503."""
     database: Literal["ok", "unavailable"] = "ok"
     try:
         with service.session_factory() as session:
@@ -77,7 +81,7 @@ def ready(response: Response, service: PredictionServiceDep) -> Readiness:
     if loaded == 0:
         missing.append("models")
     status = Readiness(
-        ready=database == "ok" and loaded > 0,
+        ready=not missing,
         database=database,
         registry=registry,
         registry_error=predictor.registry_error,

@@ -14,8 +14,15 @@ Loading goes through :func:`common.registry.load_version` and forecasting throug
 the pyfunc model run.
 
 New champions are picked up without a restart: :meth:`Predictor.reload` (called at startup,
-by a polling thread every ``APP_MODEL_POLL_SECONDS`` and by ``POST /models/reload``) loads
-every champion whose version differs from the one served. A failed load keeps the old model
+by a polling thread every ``APP_MODEL_POLL_SECONDS`` and by ``POST /models/reload``) lists
+every champion with one paged batch query (``search_registered_models``, up to
+:data:`LIST_PAGE_SIZE` models per round trip: the registered models carry their aliases), then
+loads only the champions whose version differs from the one served. While a worker serves no
+model yet (its first load), :data:`LOAD_THREADS` loads run at once (a load mostly waits on
+the registry's artifact store); a later reload loads one model at a time, so that the event
+loop serving requests keeps most of the interpreter (the GIL) meanwhile. Each
+loaded model replaces its ticker's entry in one assignment under the lock, so requests keep
+being served by the old version until the new one is ready. A failed load keeps the old model
 serving; a ticker whose champion alias is removed keeps its last loaded model.
 
 Multi-step forecasts (horizon ``h``) feed each predicted bar back in; see
@@ -30,6 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +58,11 @@ logger = logging.getLogger(__name__)
 UNREACHED_RETRY_SECONDS = 15.0
 #: Seconds shutdown waits for the loader thread (a daemon: a registry call in flight is left).
 STOP_WAIT_SECONDS = 2.0
+#: Registered models per page of the listing (MLflow's maximum for search_registered_models).
+LIST_PAGE_SIZE = 1_000
+#: Loads at once while no model is served yet (each waits mostly on artifact downloads);
+#: a reload while models are served uses one thread, leaving the interpreter to requests.
+LOAD_THREADS = 4
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -208,16 +221,25 @@ class Predictor:
         tracking_uri: str,
         registry_uri: str | None = None,
         interval_levels: tuple[float, ...] = (80.0, 95.0),
+        client_factory: Callable[[], Any] | None = None,
     ) -> None:
+        """Args:
+        tracking_uri / registry_uri: the MLflow stores (the registry defaults to tracking).
+        interval_levels: prediction-interval levels (percent) of the served models.
+        client_factory: builds the ``MlflowClient`` of one reload (default: one on the two
+            URIs); one client serves a whole reload.
+        """
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.interval_levels = tuple(interval_levels)
+        self._client_factory = client_factory
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: True once the registry has been listed successfully (the champions are known).
+        #: True once the registry has been listed successfully and the champions it listed
+        #: have been loaded (or failed): a ticker missing then has no champion (404).
         self.registry_reached = False
         #: The last registry error (None after a successful listing).
         self.registry_error: str | None = None
@@ -261,19 +283,22 @@ class Predictor:
 
     # -- registry --------------------------------------------------------------------------
     def _client(self) -> Any:
+        if self._client_factory is not None:
+            return self._client_factory()
         from mlflow.tracking import MlflowClient  # noqa: PLC0415 - slow import, off the import path
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
-    def _champions(self) -> dict[str, str]:
-        """``{registered model name: champion version}`` for every ``stock-lstm-*`` model."""
-        client = self._client()
+    @staticmethod
+    def _champions(client: Any) -> dict[str, str]:
+        """``{registered model name: champion version}`` for every ``stock-lstm-*`` model:
+        one ``search_registered_models`` call per :data:`LIST_PAGE_SIZE` models."""
         champions: dict[str, str] = {}
         page_token: str | None = None
         while True:
             page = client.search_registered_models(
                 filter_string=f"name LIKE '{REGISTERED_MODEL_PREFIX}%'",
-                max_results=100,
+                max_results=LIST_PAGE_SIZE,
                 page_token=page_token,
             )
             for registered in page:
@@ -284,9 +309,9 @@ class Predictor:
             if not page_token:
                 return champions
 
-    def _download(self, name: str, version: str) -> ServedModel:
+    def _download(self, client: Any, name: str, version: str) -> ServedModel:
         try:
-            loaded = load_version(self._client(), name, version)
+            loaded = load_version(client, name, version)
         except Exception as exc:
             raise ModelLoadError(str(exc)) from exc
         return build_served_model(
@@ -297,35 +322,77 @@ class Predictor:
             interval_levels=self.interval_levels,
         )
 
-    def reload(self) -> ReloadReport:
+    def reload(self, *, threads: int | None = None) -> ReloadReport:
         """Load every champion whose version is not the one served; keep the rest.
+
+        One paged listing of the registry, then the changed champions, ``threads`` at a time
+        (default: :data:`LOAD_THREADS` while no model is served, else 1); each is served as
+        soon as it has loaded (the others keep their current version meanwhile).
 
         Never raises: a registry that cannot be listed, or a model that fails to load, is
         reported (and logged) and the models already in memory keep serving.
         """
         report = ReloadReport()
         with self._reload_lock:
+            began = time.perf_counter()
             try:
-                champions = self._champions()
+                client = self._client()
+                champions = self._champions(client)
             except Exception as exc:  # any registry failure keeps the old models
                 logger.error("cannot list the model registry at %s: %s", self.tracking_uri, exc)
                 report.failed["registry"] = str(exc)
                 self.registry_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 return report
-            self.registry_reached, self.registry_error = True, None
             served = {m.name: m.version for m in self.served()}
-            for position, (name, version) in enumerate(sorted(champions.items()), start=1):
-                label = f"{name} v{version}"
+            changed = []
+            for name, version in sorted(champions.items()):
                 if served.get(name) == version:
-                    report.unchanged.append(label)
-                    continue
-                began = time.perf_counter()
+                    report.unchanged.append(f"{name} v{version}")
+                else:
+                    changed.append((name, version))
+            if changed:
+                at_once = threads or (LOAD_THREADS if not served else 1)
+                self._load_all(client, changed, served, report, threads=at_once)
+            self.registry_reached, self.registry_error = True, None
+            if changed:
+                logger.info(
+                    "reload: %d loaded, %d failed, %d unchanged in %.2f s; serving %d models",
+                    len(report.loaded), len(report.failed), len(report.unchanged),
+                    time.perf_counter() - began, len(self),
+                )  # fmt: skip
+        return report
+
+    def _load_all(
+        self,
+        client: Any,
+        changed: list[tuple[str, str]],
+        served: dict[str, str],
+        report: ReloadReport,
+        *,
+        threads: int,
+    ) -> None:
+        """Load ``changed`` ``(name, version)`` pairs, ``threads`` at a time, serving each as
+        soon as it has loaded."""
+
+        def load(name: str, version: str) -> tuple[ServedModel, float]:
+            started = time.perf_counter()
+            return self._download(client, name, version), time.perf_counter() - started
+
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(threads, len(changed))), thread_name_prefix="model-load"
+        ) as pool:
+            futures = {
+                pool.submit(load, name, version): (name, version) for name, version in changed
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                name, version = futures[future]
+                label = f"{name} v{version}"
                 try:
-                    model = self._download(name, version)
+                    model, seconds = future.result()
                 except Exception as exc:  # a failed load keeps the old model
                     logger.error(
-                        "[%d/%d] %s failed to load (%s); %s", position, len(champions), label,
-                        exc, f"still serving v{served[name]}" if name in served else "not served",
+                        "[%d/%d] %s failed to load (%s); %s", done, len(changed), label, exc,
+                        f"still serving v{served[name]}" if name in served else "not served",
                     )  # fmt: skip
                     report.failed[label] = str(exc)
                     continue
@@ -333,10 +400,10 @@ class Predictor:
                 report.loaded.append(label)
                 logger.info(
                     "[%d/%d] serving %s for %s (lookback %d, features %s) in %.2f s",
-                    position, len(champions), label, model.ticker, model.lookback,
-                    ",".join(model.metadata.features), time.perf_counter() - began,
+                    done, len(changed), label, model.ticker, model.lookback,
+                    ",".join(model.metadata.features), seconds,
                 )  # fmt: skip
-        return report
+        report.loaded.sort()
 
     # -- polling ---------------------------------------------------------------------------
     def start_polling(

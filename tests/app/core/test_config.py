@@ -87,8 +87,14 @@ def test_docs_default_public_in_development_authenticated_in_production() -> Non
     users; an explicit value wins in both, and an unknown one is refused, naming the choices."""
     key = "k" * 32
     assert _settings().docs == "public"
-    assert _settings(environment="production", secret_key=key).docs == "authenticated"
-    assert _settings(environment="production", secret_key=key, docs="public").docs == "public"
+    assert (
+        _settings(environment="production", secret_key=key, metrics_port=9100).docs
+        == "authenticated"
+    )
+    assert (
+        _settings(environment="production", secret_key=key, metrics_port=9100, docs="public").docs
+        == "public"
+    )
     assert _settings(docs="off").docs == "off"
     with pytest.raises(ValidationError, match="'public', 'authenticated' or 'off'"):
         _settings(docs="private")
