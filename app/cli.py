@@ -26,7 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.config import MULTIPROC_DIR_ENV, get_settings
-from app.core.listeners import reserve_port, reuse_port_supported
+from app.core.listeners import serve_app
 from common.db import create_db_engine, first_line, make_session_factory, redact_url
 from common.logging_setup import configure_logging
 from common.settings import LayerSettings
@@ -98,8 +98,6 @@ def _fresh_metrics_dir() -> tuple[Path, bool]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415 - only this command needs it
-
     settings = get_settings()
     metrics_dir, temporary = _fresh_metrics_dir()
     logger.info("multiprocess metrics in %s", metrics_dir)
@@ -112,56 +110,11 @@ def _serve(args: argparse.Namespace) -> int:
             from app.core.monitoring import serve_metrics_port  # noqa: PLC0415 - after the env
 
             serve_metrics_port(host, settings.metrics_port)
-        if workers > 1 and reuse_port_supported():
-            _serve_workers_on_own_sockets(
-                host=host, port=port, workers=workers, access_log=access_log
-            )
-        else:
-            uvicorn.run(
-                "app.main:app",
-                host=host,
-                port=port,
-                workers=workers,
-                log_config=None,
-                server_header=False,
-                access_log=access_log,
-            )
+        serve_app("app.main:app", host=host, port=port, workers=workers, access_log=access_log)
     finally:
         if temporary:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return EXIT_OK
-
-
-def _serve_workers_on_own_sockets(*, host: str, port: int, workers: int, access_log: bool) -> None:
-    """uvicorn's multi-worker supervisor, each worker on a ``SO_REUSEPORT`` socket of its own.
-
-    The supervisor is uvicorn's (it starts, pings and restarts the workers); only the socket
-    it hands them differs (:mod:`app.core.listeners`: the kernel then spreads connections
-    evenly instead of the first awake worker taking a whole burst).
-
-    Raises:
-        OSError: the port is in use by another program.
-    """
-    import uvicorn  # noqa: PLC0415
-    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
-
-    config = uvicorn.Config(
-        "app.main:app",
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        server_header=False,  # no "server: uvicorn" advertised
-        access_log=access_log,
-    )
-    sock = reserve_port(host, port)
-    logger.info("%d workers, each listening on its own SO_REUSEPORT socket", workers)
-    try:
-        Multiprocess(config, sockets=[sock]).run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close()
 
 
 def _try_commands(base_url: str, password: str | None) -> str:

@@ -40,30 +40,9 @@ def serve(*, host: str, port: int, workers: int) -> None:
     Raises:
         OSError: the port is in use.
     """
-    import uvicorn  # noqa: PLC0415 - only serving needs it
-    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+    from app.core.listeners import serve_app  # noqa: PLC0415
 
-    from app.core.listeners import reserve_port, reuse_port_supported  # noqa: PLC0415
-
-    config = uvicorn.Config(
-        APP_IMPORT,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
-    if workers > 1 and reuse_port_supported():
-        sock = reserve_port(host, port)
-        try:
-            Multiprocess(config, sockets=[sock]).run()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sock.close()
-    else:
-        uvicorn.Server(config).run()
+    serve_app(APP_IMPORT, host=host, port=port, workers=workers, access_log=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

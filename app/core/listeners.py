@@ -21,9 +21,12 @@ part in the hash.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def reuse_port_supported() -> bool:
@@ -89,3 +92,41 @@ def bind_reuse_port(host: str, port: int) -> ReusePortSocket:
         raise
     sock.set_inheritable(True)
     return sock
+
+
+def serve_app(app_import: str, *, host: str, port: int, workers: int, access_log: bool) -> None:
+    """Serve the ASGI app at ``app_import`` (``"module:attribute"``) with uvicorn until
+    SIGTERM/SIGINT: ``python -m app serve`` and the benchmark's ceiling both use it, so the
+    two are served alike.
+
+    With more than one worker on Linux, uvicorn's supervisor starts, pings and restarts the
+    workers and each worker listens on a ``SO_REUSEPORT`` socket of its own (this module);
+    otherwise ``uvicorn.run`` with its own listener. No ``server`` header is sent, logging is
+    left to the caller's configuration (``log_config=None``).
+
+    Raises:
+        OSError: the port is in use by another program.
+    """
+    import uvicorn  # noqa: PLC0415 - only serving needs it
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_config": None,
+        "server_header": False,  # no "server: uvicorn" advertised
+        "access_log": access_log,
+    }
+    if workers <= 1 or not reuse_port_supported():
+        uvicorn.run(app_import, **options)
+        return
+    config = uvicorn.Config(app_import, **options)
+    sock = reserve_port(host, port)
+    logger.info("%d workers, each listening on its own SO_REUSEPORT socket", workers)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
