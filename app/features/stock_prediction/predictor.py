@@ -322,12 +322,12 @@ class Predictor:
             interval_levels=self.interval_levels,
         )
 
-    def reload(self, *, threads: int | None = None) -> ReloadReport:
+    def reload(self) -> ReloadReport:
         """Load every champion whose version is not the one served; keep the rest.
 
-        One paged listing of the registry, then the changed champions, ``threads`` at a time
-        (default: :data:`LOAD_THREADS` while no model is served, else 1); each is served as
-        soon as it has loaded (the others keep their current version meanwhile).
+        One paged listing of the registry, then the changed champions, :data:`LOAD_THREADS`
+        at a time while no model is served, else one at a time; each is served as soon as it
+        has loaded (the others keep their current version meanwhile).
 
         Never raises: a registry that cannot be listed, or a model that fails to load, is
         reported (and logged) and the models already in memory keep serving.
@@ -351,7 +351,7 @@ class Predictor:
                 else:
                     changed.append((name, version))
             if changed:
-                at_once = threads or (LOAD_THREADS if not served else 1)
+                at_once = LOAD_THREADS if not served else 1
                 self._load_all(client, changed, served, report, threads=at_once)
             self.registry_reached, self.registry_error = True, None
             if changed:
