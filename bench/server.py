@@ -178,10 +178,9 @@ class ApiServer(_ServerProcess):
 
     def _models_served(self) -> int:
         try:
-            response = self.client.get("/models")
-        except httpx.HTTPError:
+            return len(self.served_models())
+        except httpx.HTTPError:  # not listening yet, or not answering 200
             return -1
-        return len(response.json()) if response.status_code == 200 else -1
 
     def served_models(self) -> list[dict[str, Any]]:
         """``GET /models``: one object per served champion (ticker, lookback, accepts_closes)."""
