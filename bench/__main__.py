@@ -27,13 +27,13 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import inference, load, prepare, scale, server
 from bench.environment import BenchEnvironment
+from bench.measure import Measurement, measure, median_round
 from bench.profile import ProfileRecorder
 from common.logging_setup import configure_logging
 from common.tickers import SNAPSHOT_TICKERS
@@ -106,22 +106,11 @@ TARGETS = (
 
 
 @dataclass(frozen=True)
-class CaseResult:
-    """A measured case and its durability check."""
+class CaseResult(Measurement):
+    """A measured round of a case, with its durability check (:class:`Measurement`)."""
 
     case: Case
-    result: load.LoadResult
-    rows_added: int
-    points_served: int
-    worker_cpu_seconds: float
-    machine_busy_pct: float
-    per_commit: tuple[float, int]
     round_no: int = 1
-
-    @property
-    def durable(self) -> bool:
-        """Rows added to prediction_log == predicted dates the server answered."""
-        return self.rows_added == self.points_served
 
 
 def build_cases(tickers: Sequence[str], posts: Sequence[load.PostTarget] = ()) -> list[Case]:
@@ -269,36 +258,24 @@ def _run_case(
         else load.write_script(script_path, case.paths, token_sent)
     )
     target: server.ApiServer | server.CeilingServer = ceiling if case.server == CEILING else api
-    common = {"connections": args.connections, "threads": args.threads}
-    logger.info("%s: warm-up %.0f s", case.label, args.warmup)
-    load.run_wrk(target.base_url, script, seconds=args.warmup, **common)
-    time.sleep(1.0)
-    rows_before = server.prediction_log_rows(bench.database_url)
-    id_before = server.max_log_id(bench.database_url)
-    points_before = api.predicted_points()
-    pids = target.worker_pids()
-    cpu_before = sum(server.cpu_seconds(p) for p in pids)
-    busy_before, total_before = server.machine_cpu_jiffies()
-    logger.info("%s: measuring %.0f s", case.label, args.seconds)
-    if recorder is not None:
-        recorder.start(pids[0], case.key, args.seconds)
-    result = load.run_wrk(target.base_url, script, seconds=args.seconds, **common)
-    if recorder is not None:
-        recorder.wait()
-    cpu = sum(server.cpu_seconds(p) for p in pids) - cpu_before
-    busy_after, total_after = server.machine_cpu_jiffies()
-    busy_pct = 100.0 * (busy_after - busy_before) / max(1, total_after - total_before)
-    time.sleep(1.0)  # requests still in flight when wrk stopped finish (and are counted)
+    measurement = measure(
+        api=api,
+        target=target,
+        script=script,
+        warmup=args.warmup,
+        seconds=args.seconds,
+        connections=args.connections,
+        threads=args.threads,
+        label=case.label,
+        recorder=recorder,
+        profile_key=case.key,
+    )
     measured = CaseResult(
+        **measurement.values(),
         case=case,
-        result=result,
-        rows_added=server.prediction_log_rows(bench.database_url) - rows_before,
-        points_served=api.predicted_points() - points_before,
-        worker_cpu_seconds=cpu,
-        machine_busy_pct=busy_pct,
-        per_commit=server.requests_per_commit(bench.database_url, id_before),
         round_no=round_no,
     )
+    result = measured.result
     logger.info(
         "round %d, %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d; prediction_log "
         "+%d rows, %d dates served: %s",
@@ -306,17 +283,6 @@ def _run_case(
         measured.rows_added, measured.points_served, "OK" if measured.durable else "MISMATCH",
     )  # fmt: skip
     return measured
-
-
-def median_round(of_case: Sequence[CaseResult]) -> CaseResult:
-    """The round of a case with the median requests/s (the lower middle of an even count).
-
-    Interleaved rounds and the median, rather than one run per case: on a shared 2-core VM
-    the same case varies by 10-20% from one minute to the next, and the bare case and the
-    prediction cases would otherwise be measured minutes apart.
-    """
-    ranked = sorted(of_case, key=lambda c: c.result.rps)
-    return ranked[(len(ranked) - 1) // 2]
 
 
 def rounds_by_case(cases: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:

@@ -52,6 +52,7 @@ from sqlalchemy import create_engine, text
 
 from bench import load, prepare, server
 from bench.environment import BenchEnvironment
+from bench.measure import Measurement, measure, median_round
 from common.exchanges import exchange_of
 from common.logging_setup import configure_logging
 from common.model_contract import (
@@ -192,19 +193,10 @@ def copy_bars(database_url: str, copies: dict[str, str], *, last_bars: int) -> i
 
 
 @dataclass(frozen=True)
-class Round:
-    """One measured wrk run of the h1 case on one server."""
+class Round(Measurement):
+    """One measured wrk run of the h1 case on one server (its durability check included)."""
 
     models: int
-    result: load.LoadResult
-    rows_added: int
-    points_served: int
-    cpu_ms_per_request: float
-
-    @property
-    def durable(self) -> bool:
-        """Rows added to prediction_log == predicted dates the server answered."""
-        return self.rows_added == self.points_served
 
 
 def measure_h1(
@@ -212,27 +204,24 @@ def measure_h1(
 ) -> Round:
     """Warm-up, then a measured wrk run of ``GET /predict/{ticker}?horizon=1`` over
     ``tickers``, with its durability check."""
-    bench = api.bench
     script = load.write_script(
-        bench.var_dir / "h1.lua", [f"/predict/{t}?horizon=1" for t in tickers], token
+        api.bench.var_dir / "h1.lua", [f"/predict/{t}?horizon=1" for t in tickers], token
     )
-    wrk = {"connections": args.connections, "threads": args.threads}
-    load.run_wrk(bench.base_url, script, seconds=args.warmup, **wrk)
-    time.sleep(1.0)
-    rows_before = server.prediction_log_rows(bench.database_url)
-    points_before = api.predicted_points()
-    pids = api.worker_pids()
-    cpu_before = sum(server.cpu_seconds(p) for p in pids)
-    result = load.run_wrk(bench.base_url, script, seconds=args.seconds, **wrk)
-    cpu = sum(server.cpu_seconds(p) for p in pids) - cpu_before
-    time.sleep(1.0)
+    measurement = measure(
+        api=api,
+        target=api,
+        script=script,
+        warmup=args.warmup,
+        seconds=args.seconds,
+        connections=args.connections,
+        threads=args.threads,
+        label=f"{len(tickers)} models",
+    )
     measured = Round(
+        **measurement.values(),
         models=len(tickers),
-        result=result,
-        rows_added=server.prediction_log_rows(bench.database_url) - rows_before,
-        points_served=api.predicted_points() - points_before,
-        cpu_ms_per_request=cpu / result.requests * 1000 if result.requests else 0.0,
     )
+    result = measured.result
     logger.info(
         "%d models: %.0f req/s, p99 %.1f ms, non-2xx %d, %.2f ms CPU/req, durable %s",
         len(tickers), result.rps, result.p99_ms, result.non2xx + result.socket_errors,
@@ -460,8 +449,7 @@ def render(
     ]
     medians = {}
     for label, of_case in (("7 tickers", small), (f"{args.models} tickers", large)):
-        ranked = sorted(of_case, key=lambda r: r.result.rps)
-        mid = ranked[(len(ranked) - 1) // 2]
+        mid = median_round(of_case)
         medians[label] = mid.result.rps
         rows, points = sum(r.rows_added for r in of_case), sum(r.points_served for r in of_case)
         durable = "yes" if all(r.durable for r in of_case) else "NO"

@@ -10,10 +10,10 @@ from bench.__main__ import (
     CaseResult,
     build_cases,
     evaluate_targets,
-    median_round,
     render,
 )
 from bench.load import LoadResult, PostTarget
+from bench.measure import median_round
 
 CASES = {
     case.key: case
