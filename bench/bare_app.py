@@ -8,7 +8,8 @@ and HTTP implementations (uvloop and httptools when installed, as for the API), 
 ``server`` header. What the API serves less than this is the cost of the API itself, not of
 the server or of the machine.
 
-Keep :func:`serve` in step with ``app.cli``'s ``serve`` (server, workers, socket, options).
+Both go through :func:`app.core.listeners.serve_app`, so server, workers, sockets and options
+stay the same.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ import asyncio
 import importlib
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -28,6 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench import load
+from bench.server import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -210,11 +212,6 @@ def asgi(variants: list[str], *, rounds: int, requests: int, multiprocess: bool)
 # ---------------------------------------------------------------- real server + wrk
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime
-
-
 def _descendants(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -241,13 +238,13 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 1
     raise RuntimeError("the server never answered /health")
 
 
-def _wait_idle(pids: list[int], ticks: int, timeout: float = 90.0) -> None:
+def _wait_idle(pids: list[int], timeout: float = 90.0) -> None:
     """Wait until the workers are idle (< 5% of a core over a second): models loaded."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = sum(_cpu_ticks(p) for p in pids)
+        before = sum(cpu_seconds(p) for p in pids)
         time.sleep(1.0)
-        if sum(_cpu_ticks(p) for p in pids) - before < 0.05 * ticks:
+        if sum(cpu_seconds(p) for p in pids) - before < 0.05:
             return
     raise RuntimeError("the workers never went idle")
 
@@ -270,24 +267,23 @@ def _server_command(kind: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _wrk(port: int, seconds: int) -> int:
-    out = subprocess.run(  # noqa: S603
-        ["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/health"],  # noqa: S607
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    match = re.search(r"(\d+) requests in", out)
-    if match is None or "Non-2xx" in out:
-        raise RuntimeError(out)
-    return int(match.group(1))
+def _wrk(script: Path, port: int, seconds: int) -> int:
+    """Requests wrk (32 connections) served in ``seconds``; raises on any non-2xx answer."""
+    result = load.run_wrk(
+        f"http://127.0.0.1:{port}", script, seconds=seconds, connections=32, threads=1
+    )
+    if result.non2xx or result.socket_errors:
+        raise RuntimeError(f"{result.non2xx} non-2xx answers, {result.socket_errors} errors")
+    return result.requests
 
 
 def server(
     kinds: list[str], *, rounds: int, seconds: int, port: int, env_sets: list[str], before: str
 ) -> None:
     """Each ``kind`` (with each ``KEY=VALUE,...`` env set) in turn per round: CPU µs/request."""
-    ticks = os.sysconf("SC_CLK_TCK")
     results: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
+        script = load.write_script(Path(folder) / "health.lua", ["/health"], None)
         base_env = {
             **os.environ,
             "DATABASE_URL": f"sqlite:///{folder}/app.db",
@@ -312,11 +308,11 @@ def server(
                     try:
                         _wait_listening(port, proc)
                         workers = _descendants(proc.pid)
-                        _wait_idle(workers, ticks)
-                        _wrk(port, 2)  # warm-up
-                        ticks_before = {p: _cpu_ticks(p) for p in workers}
-                        requests = _wrk(port, seconds)
-                        used = sum(_cpu_ticks(p) - ticks_before[p] for p in workers) / ticks
+                        _wait_idle(workers)
+                        _wrk(script, port, 2)  # warm-up
+                        cpu_before = {p: cpu_seconds(p) for p in workers}
+                        requests = _wrk(script, port, seconds)
+                        used = sum(cpu_seconds(p) - cpu_before[p] for p in workers)
                         results.setdefault(label, []).append(
                             (used / requests * 1e6, requests / seconds)
                         )
