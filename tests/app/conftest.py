@@ -7,7 +7,6 @@ The model is trained once per session (lookback 20, 8 units, 2 epochs: a few sec
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from app.features.stock_prediction.service import PredictionService
 from app.main import create_app
 from common.db import create_db_engine, make_session_factory
 from tests.app.factories import PASSWORD, SECRET_KEY, create_user, make_settings
+from tests.processes import free_port, stop_process
 
 TICKER = "PETR4.SA"
 #: A ticker with bars in the store but no registered model.
@@ -188,14 +188,6 @@ def admin_headers(client: TestClient, users: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {login(client, users['admin'])}"}
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 free now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def wait_for(url: str, *, within: float) -> httpx.Response:
     """The first answer of ``url`` within ``within`` seconds (connection refused meanwhile)."""
     deadline = time.monotonic() + within
@@ -249,13 +241,7 @@ def served_app(
             wait_for(f"http://127.0.0.1:{port}/health", within=60.0)
             yield f"http://127.0.0.1:{port}", server
         finally:
-            if server.poll() is None:
-                server.terminate()
-                try:
-                    server.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+            stop_process(server, timeout=30)
 
 
 def run_app_script(

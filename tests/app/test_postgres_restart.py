@@ -27,9 +27,10 @@ from sqlalchemy import create_engine, select, text
 
 from app.models import PredictionLog
 from common.db import create_db_engine, make_session_factory
-from tests.app.conftest import TICKER, Registry, free_port, ingest, served_app
+from tests.app.conftest import TICKER, Registry, ingest, served_app
 from tests.app.factories import PASSWORD, create_user
 from tests.conftest import migrate
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from pathlib import Path
 
 import httpx
@@ -12,13 +11,7 @@ from fastapi.testclient import TestClient
 from bench.bare_app import app
 from bench.environment import BenchEnvironment
 from bench.server import CeilingServer
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.processes import free_port
 
 
 def test_the_bare_app_answers_a_small_constant_dict() -> None:
@@ -36,7 +29,7 @@ def test_the_ceiling_server_runs_two_workers_and_stops_them(tmp_path: Path) -> N
     processes, answers without a ``server`` header (as the API), and stopping it ends the
     workers too."""
     bench = dataclasses.replace(BenchEnvironment(workers=2), var_dir=tmp_path)
-    port = _free_port()
+    port = free_port()
 
     with CeilingServer(bench, port=port) as ceiling:
         workers = ceiling.worker_pids()

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,14 +86,6 @@ def promtool_bin(prometheus_bin: Path) -> Path:
     return Path(found)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def run_compose(
     compose_bin: Path, env_file: Path, *args: str, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -120,14 +111,3 @@ def render_compose(compose_bin: Path, env_file: Path) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = json.loads(result.stdout)
     return config
-
-
-def stop_process(proc: subprocess.Popen[Any]) -> None:
-    """Terminate a server started by a test (SIGTERM, then SIGKILL after 20 s)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)

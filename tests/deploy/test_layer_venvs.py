@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import REPO_ROOT
-from tests.deploy.conftest import free_port, stop_process
+from tests.processes import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 

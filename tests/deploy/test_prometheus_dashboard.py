@@ -33,7 +33,8 @@ from sqlalchemy import text
 
 from common.db import create_db_engine, make_session_factory
 from tests.conftest import REPO_ROOT, migrate
-from tests.deploy.conftest import DEPLOY_DIR, free_port, stop_process
+from tests.deploy.conftest import DEPLOY_DIR
+from tests.processes import free_port, stop_process
 
 TICKER = "PETR4.SA"
 PASSWORD = "correct horse battery staple"

@@ -27,7 +27,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.deploy.conftest import DEPLOY_DIR, ENV_EXAMPLE, free_port, render_compose, stop_process
+from tests.deploy.conftest import DEPLOY_DIR, ENV_EXAMPLE, render_compose
+from tests.processes import free_port, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -33,7 +33,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from tests.conftest import REPO_ROOT, _PgServer, alembic_config
-from tests.deploy.conftest import ENV_EXAMPLE, free_port
+from tests.deploy.conftest import ENV_EXAMPLE
+from tests.processes import free_port
 from tests.stack.conftest import RUN_ID, Docker, check, image_size_mb, wait_for_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

@@ -14,8 +14,9 @@ from app.core.config import AppSettings
 from app.core.monitoring import serve_metrics_port
 from app.main import create_app
 from tests.app.conftest import TICKER
-from tests.app.core.test_monitoring import _free_port, _sample
+from tests.app.core.test_monitoring import _sample
 from tests.app.factories import make_settings
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -69,7 +70,7 @@ def test_other_routes_need_no_metrics_token(token_client: TestClient) -> None:
 def test_with_a_metrics_port_the_api_port_has_no_metrics(settings: AppSettings) -> None:
     """``APP_METRICS_PORT`` moves the metrics off the API's port: 404 there; the metrics
     port answers 200 text/plain with the same counters."""
-    port = _free_port()
+    port = free_port()
     moved = make_settings(
         database_url=settings.database_url,
         tracking_uri=settings.mlflow_tracking_uri,

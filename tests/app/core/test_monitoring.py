@@ -22,17 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.conftest import TICKER, Registry
 from tests.app.factories import PASSWORD, SECRET_KEY
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 WORKERS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _sample(text: str, family_name: str, **labels: str) -> float:
@@ -57,7 +51,7 @@ def _serving(
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_12345.db").write_bytes(b"stale values of an earlier run")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": app_db_url,
@@ -231,7 +225,7 @@ def test_a_metrics_port_serves_every_workers_metrics_and_the_access_log_can_be_o
     """``APP_METRICS_PORT``: the API's port answers /metrics with 404, the metrics port (the
     supervising process) with every worker's counters in the text format; with
     ``APP_ACCESS_LOG=false`` the log has no line per request."""
-    metrics_port = _free_port()
+    metrics_port = free_port()
     with _serving(
         app_db_url,
         registry,

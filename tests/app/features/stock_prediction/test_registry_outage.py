@@ -21,8 +21,9 @@ from fastapi.testclient import TestClient
 
 from app.core.config import AppSettings
 from app.main import create_app
-from tests.app.conftest import TICKER, Registry, free_port, login, wait_for
+from tests.app.conftest import TICKER, Registry, login, wait_for
 from tests.app.factories import PASSWORD, SECRET_KEY
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
