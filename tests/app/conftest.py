@@ -24,7 +24,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.core.config import AppSettings
-from app.features.stock_prediction.dependencies import get_prediction_service
 from app.features.stock_prediction.service import PredictionService
 from app.main import create_app
 from common.db import create_db_engine, make_session_factory
@@ -144,7 +143,8 @@ def client(settings: AppSettings, users: dict[str, str]) -> Iterator[TestClient]
 @contextmanager
 def serving(client: TestClient, **parts: Any) -> Iterator[PredictionService]:
     """The running app with its prediction service's ``parts`` (``predictor``,
-    ``bars_cache`` ...) replaced, through ``app.dependency_overrides``; restored on exit."""
+    ``bars_cache`` ...) replaced, in ``app.state`` where every route finds it; restored on
+    exit."""
     app: Any = client.app
     current: PredictionService = app.state.prediction_service
     replaced = PredictionService(
@@ -157,15 +157,11 @@ def serving(client: TestClient, **parts: Any) -> Iterator[PredictionService]:
             **parts,
         }
     )
-
-    async def override() -> PredictionService:
-        return replaced
-
-    app.dependency_overrides[get_prediction_service] = override
+    app.state.prediction_service = replaced
     try:
         yield replaced
     finally:
-        del app.dependency_overrides[get_prediction_service]
+        app.state.prediction_service = current
 
 
 def login(client: TestClient, username: str, password: str = PASSWORD) -> str:

@@ -1,4 +1,6 @@
-"""The prediction routes' parameters and their one dependency, :data:`PredictionServiceDep`."""
+"""The prediction routes' parameters, and the prediction service of the running app:
+:func:`prediction_service` (for the hot ``/predict`` routes) and :data:`PredictionServiceDep`
+(a dependency, for the others); tests replace it in ``app.state.prediction_service``."""
 
 from __future__ import annotations
 
@@ -12,10 +14,15 @@ from app.features.stock_prediction.service import PredictionService
 from common.tickers import normalize_ticker
 
 
-async def get_prediction_service(request: Request) -> PredictionService:
-    """The prediction service built by the app's lifespan (``async``: no thread-pool hop)."""
+def prediction_service(request: Request) -> PredictionService:
+    """The prediction service built by the app's lifespan (``app.state.prediction_service``)."""
     service: PredictionService = request.app.state.prediction_service
     return service
+
+
+async def get_prediction_service(request: Request) -> PredictionService:
+    """:func:`prediction_service` as a dependency (``async``: no thread-pool hop)."""
+    return prediction_service(request)
 
 
 PredictionServiceDep = Annotated[PredictionService, Depends(get_prediction_service)]

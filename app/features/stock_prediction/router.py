@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 
 from app.features.auth.dependencies import CurrentUser
 from app.features.stock_prediction.dependencies import (
     HorizonQuery,
-    PredictionServiceDep,
     TickerPath,
+    prediction_service,
 )
 from app.features.stock_prediction.schemas import (
     EXAMPLE_CLOSES,
@@ -41,12 +41,13 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 # ``async def``: a sync endpoint would cost a thread-pool hop per request; the service runs
-# its blocking I/O (a cache miss) in the thread pool itself.
+# its blocking I/O (a cache miss) in the thread pool itself. The user is the routes' one
+# dependency; the service comes from the request's app (a dependency more costs ~10 µs).
 @router.get("/{ticker}", responses=RESPONSES)
 async def predict(
     *,
+    request: Request,
     user: CurrentUser,
-    service: PredictionServiceDep,
     ticker: TickerPath,
     horizon: HorizonQuery = 1,
 ) -> PredictionResponse:
@@ -55,14 +56,16 @@ async def predict(
     The window is cached per worker for ``APP_BARS_CACHE_SECONDS``. The prediction is
     logged to ``prediction_log`` (one row per target date) before the response is sent.
     """
-    return await service.predict_from_store(ticker=ticker, horizon=horizon, user_id=user.id)
+    return await prediction_service(request).predict_from_store(
+        ticker=ticker, horizon=horizon, user_id=user.id
+    )
 
 
 @router.post("/{ticker}", responses=RESPONSES)
 async def predict_from_closes(
     *,
+    request: Request,
     user: CurrentUser,
-    service: PredictionServiceDep,
     ticker: TickerPath,
     body: Annotated[
         PredictFromClosesRequest,
@@ -82,7 +85,7 @@ async def predict_from_closes(
     Only for models whose features need closes alone (``accepts_closes`` in GET /models).
     The prediction is logged like GET's.
     """
-    return await service.predict_from_closes(
+    return await prediction_service(request).predict_from_closes(
         ticker=ticker,
         closes=body.closes,
         as_of_date=body.as_of_date,

@@ -313,9 +313,8 @@ async def _respond(
 class PredictionService:
     """The prediction use cases of one running app, with the per-worker objects they use.
 
-    Built once in the app's lifespan and handed to the routes by one dependency
-    (:func:`app.features.stock_prediction.dependencies.get_prediction_service`); tests
-    replace it with ``app.dependency_overrides``.
+    Built once in the app's lifespan and kept in ``app.state.prediction_service``, where the
+    routes find it (:mod:`app.features.stock_prediction.dependencies`) and tests replace it.
 
     Args:
         predictor: the served champions.
