@@ -425,6 +425,28 @@ def test_a_batch_run_again_stores_each_row_once(
     assert [tuple(row) for row in stored] == [(1, 37.5), (2, 37.5), (3, 37.5)]
 
 
+def test_a_value_that_is_not_a_finite_number_is_refused_with_its_request_alone(
+    writer_db: tuple[str, Engine, Callable[[], Session]],
+) -> None:
+    """A NaN bound (JSON has none) fails its request with 503 and stores none of its rows; a
+    request written beside it is stored, and the writer goes on."""
+    url, _engine, sessions = writer_db
+    good, bad = uuid.uuid4(), uuid.uuid4()
+
+    async def scenario(writer: PredictionLogWriter) -> None:
+        outcomes = await asyncio.gather(
+            writer.write([_row(good, 1)]),
+            writer.write([_row(bad, 1), _row(bad, 2, lower_80=float("nan"))]),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], DatabaseUnavailableError)
+        await writer.write([_row(uuid.uuid4(), 1)])
+
+    run_with_writer(url, scenario)
+    assert (_rows_of(sessions, good), _rows_of(sessions, bad)) == (1, 0)
+
+
 def test_the_writer_commits_on_sqlite_too(sqlite_url: str) -> None:
     """The embedded default (make run): concurrent writes to SQLite are all stored."""
     ids = [uuid.uuid4() for _ in range(20)]
