@@ -234,6 +234,32 @@ def _child(job: dict[str, Any]) -> None:
     print("@@" + json.dumps(results))  # noqa: T201
 
 
+def _run_child(job: dict[str, Any], bench: BenchEnvironment, attempts: int = 3) -> str | None:
+    """One variant's measurement in a fresh interpreter: its ``@@{...}`` line, or None.
+
+    A failed run (on a shared machine: Postgres out of connections, say) is run again, up to
+    ``attempts`` times; the last failure's output goes to stderr.
+    """
+    for attempt in range(1, attempts + 1):
+        with tempfile.TemporaryDirectory() as metrics:
+            env = bench.env(
+                LOG_LEVEL="WARNING",
+                PROMETHEUS_MULTIPROC_DIR=metrics,
+                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+            )
+            out = subprocess.run(  # noqa: S603
+                [sys.executable, "-m", "bench.predict_ab", "_child", json.dumps(job)],
+                env=env, cwd=ROOT, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        line = next((x for x in out.stdout.splitlines() if x.startswith("@@")), None)
+        if out.returncode == 0 and line is not None:
+            return line
+        print(f"attempt {attempt} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)  # noqa: T201
+        time.sleep(10)
+    print(out.stderr[-3000:], file=sys.stderr)  # noqa: T201
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; see the module docstring."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -260,19 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[str, list[float]]] = {v: {c: [] for c in args.cases} for v in variants}
     for round_no in range(1, args.rounds + 1):
         for label, root in variants.items():
-            with tempfile.TemporaryDirectory() as metrics:
-                env = bench.env(LOG_LEVEL="WARNING", PROMETHEUS_MULTIPROC_DIR=metrics)
-                job = {
+            line = _run_child(
+                {
                     "app_root": str(root), "cases": args.cases, "tickers": list(SNAPSHOT_TICKERS),
                     "requests": args.requests, "username": username, "password": password,
-                }  # fmt: skip
-                out = subprocess.run(  # noqa: S603
-                    [sys.executable, "-m", "bench.predict_ab", "_child", json.dumps(job)],
-                    env=env, cwd=ROOT, capture_output=True, text=True, check=False,
-                )  # fmt: skip
-            line = next((x for x in out.stdout.splitlines() if x.startswith("@@")), None)
-            if out.returncode != 0 or line is None:
-                print(out.stderr[-3000:], file=sys.stderr)  # noqa: T201
+                },
+                bench,
+            )  # fmt: skip
+            if line is None:
                 return 1
             for case, us in json.loads(line[2:]).items():
                 results[label][case].append(us)

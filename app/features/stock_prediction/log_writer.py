@@ -33,8 +33,9 @@ Failures:
   not at all (one transaction); on Postgres it may be stored whole although its requests got
   503, when the connection died after the statement committed and the retry could not
   connect (a 200 is never sent for rows that are not stored);
-* any other database error (a constraint, a bad value, a failing trigger): the batch is
-  retried one request per transaction, so only the request whose rows are refused fails
+* any other error (a constraint, a bad value, a failing trigger; on Postgres also a float
+  that is not finite, which the batch's JSON cannot carry): the batch is retried one request
+  per transaction, so only the request whose rows are refused fails
   (with :class:`~common.exceptions.DatabaseUnavailableError`, 503: its prediction could not
   be logged);
 * the writer never dies of an exception; a request waiting longer than
