@@ -32,7 +32,7 @@ from app.features.ops.router import router as ops_router
 from app.features.stock_prediction.log_writer import PredictionLogWriter
 from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.router import router as predict_router
-from app.features.stock_prediction.service import PredictionService, make_bars_cache
+from app.features.stock_prediction.service import PredictionService, make_window_store
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.exchanges import exchange_of, warm_calendars
 from common.logging_setup import configure_logging
@@ -138,7 +138,7 @@ def create_app(
         app.state.login_limiter = make_login_limiter(active)
         app.state.prediction_service = PredictionService(
             predictor=served,
-            bars_cache=make_bars_cache(active, timer=clock),
+            windows=make_window_store(active, session_factory, timer=clock),
             log_writer=log_writer,
             session_factory=session_factory,
             settings=active,

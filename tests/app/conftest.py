@@ -144,13 +144,13 @@ def client(settings: AppSettings, users: dict[str, str]) -> Iterator[TestClient]
 @contextmanager
 def serving(client: TestClient, **parts: Any) -> Iterator[PredictionService]:
     """The running app with its prediction service's ``parts`` (``predictor``,
-    ``bars_cache`` ...) replaced, through ``app.dependency_overrides``; restored on exit."""
+    ``windows`` ...) replaced, through ``app.dependency_overrides``; restored on exit."""
     app: Any = client.app
     current: PredictionService = app.state.prediction_service
     replaced = PredictionService(
         **{
             "predictor": current.predictor,
-            "bars_cache": current.bars_cache,
+            "windows": current.windows,
             "log_writer": current.log_writer,
             "session_factory": current.session_factory,
             "settings": current.settings,
