@@ -98,7 +98,8 @@ class Bars:
 
 def _to_bars(ticker: str, rows: Sequence[Any]) -> Bars:
     # rows: (date, open, high, low, close, volume, currency, ...), oldest first
-    dates, opens, highs, lows, closes, volumes, currencies = list(zip(*rows))[:7] or [()] * 7
+    columns = list(zip(*rows, strict=True))[:7] or [()] * 7
+    dates, opens, highs, lows, closes, volumes, currencies = columns
     return Bars(
         ticker=ticker,
         dates=np.array(dates, dtype=object),
