@@ -28,11 +28,12 @@ from app.features.auth.router import router as auth_router
 from app.features.docs.router import router as docs_router
 from app.features.model_accuracy.gauges import AccuracyRefresher, refresh_accuracy_gauges
 from app.features.model_accuracy.router import router as accuracy_router
+from app.features.model_health.service import HealthMonitor
 from app.features.ops.router import router as ops_router
 from app.features.stock_prediction.log_writer import PredictionLogWriter
-from app.features.stock_prediction.predictor import Predictor
+from app.features.stock_prediction.predictor import Predictor, ServedModel
 from app.features.stock_prediction.router import router as predict_router
-from app.features.stock_prediction.service import PredictionService, make_bars_cache
+from app.features.stock_prediction.service import PredictionService, make_window_store
 from common.db import create_db_engine, make_session_factory, redact_url
 from common.exchanges import exchange_of, warm_calendars
 from common.logging_setup import configure_logging
@@ -87,6 +88,16 @@ def bound_registry_calls(settings: AppSettings) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
+def compute_health_after_load(health: HealthMonitor, models: list[ServedModel]) -> None:
+    """The drift and staleness of every loaded model in one read of their bars, so that each
+    model's first request does not compute its own; a failure is logged (the requests then
+    compute them, as they would have)."""
+    try:
+        health.compute_all(models)
+    except Exception as exc:
+        logger.warning("drift and staleness not computed after the load: %s", exc)
+
+
 def create_app(
     settings: AppSettings | None = None,
     *,
@@ -138,7 +149,7 @@ def create_app(
         app.state.login_limiter = make_login_limiter(active)
         app.state.prediction_service = PredictionService(
             predictor=served,
-            bars_cache=make_bars_cache(active, timer=clock),
+            windows=make_window_store(active, session_factory, timer=clock),
             log_writer=log_writer,
             session_factory=session_factory,
             settings=active,
@@ -154,6 +165,7 @@ def create_app(
         def after_first_load() -> None:
             # the first calendar load imports pandas: done here, before the heap is frozen
             warm_calendars({e for m in served.served() if (e := exchange_of(m.ticker))})
+            compute_health_after_load(app.state.prediction_service.health, served.served())
             if configure_process:
                 freeze_startup_heap()
 

@@ -70,6 +70,12 @@ class ExpiringCache(Generic[K, V]):
                 cache[key] = value
         return value
 
+    def put(self, key: K, value: V) -> None:
+        """Store ``value`` for ``key`` now (computed elsewhere); nothing when the TTL is 0."""
+        if self._cache is not None:
+            with self._lock:
+                self._cache[key] = value
+
     def __len__(self) -> int:
         if self._cache is None:
             return 0

@@ -100,9 +100,9 @@ class AppSettings(LayerSettings):
     bars_cache_seconds: float = Field(
         default=30.0,
         ge=0,
-        description="per-worker cache of each ticker's last lookback bars for GET /predict, "
-        "and of the forecasts made from them, seconds; new bars are served at most this long "
-        "after the ingest commits; 0 = off",
+        description="how long each worker serves the lookback bars of GET /predict (and the "
+        "forecasts made from them) before re-reading all of them in one query, seconds; new "
+        "bars are served at most this long after the ingest commits; 0 = read every request",
     )
     accuracy_window: int = Field(
         default=60,

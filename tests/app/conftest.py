@@ -143,14 +143,14 @@ def client(settings: AppSettings, users: dict[str, str]) -> Iterator[TestClient]
 @contextmanager
 def serving(client: TestClient, **parts: Any) -> Iterator[PredictionService]:
     """The running app with its prediction service's ``parts`` (``predictor``,
-    ``bars_cache`` ...) replaced, in ``app.state`` where every route finds it; restored on
+    ``windows`` ...) replaced, in ``app.state`` where every route finds it; restored on
     exit."""
     app: Any = client.app
     current: PredictionService = app.state.prediction_service
     replaced = PredictionService(
         **{
             "predictor": current.predictor,
-            "bars_cache": current.bars_cache,
+            "windows": current.windows,
             "log_writer": current.log_writer,
             "session_factory": current.session_factory,
             "settings": current.settings,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
-from sqlalchemy import delete
+from sqlalchemy import delete, event
 from sqlalchemy.orm import Session
 
+from app.features.model_health.service import HealthMonitor, compute_health
 from app.features.stock_prediction.predictor import Predictor
+from app.features.stock_prediction.service import PredictionService
 from app.main import create_app
 from common.drift import training_distributions
 from common.features import window_features
@@ -129,3 +133,43 @@ def test_a_trained_champion_reports_its_drift_and_is_not_behind(
     assert body["drift"]["psi"] >= 0 and 0 <= body["drift"]["ks"] <= 1
     assert body["stale"]["bars_behind"] == 0 and body["stale"]["stale"] is False
     assert body["stale"]["last_train_bar"] == body["model"]["last_bar_date"]
+
+
+def test_the_served_models_health_is_computed_together_and_kept_for_their_requests(
+    regimes: TestClient, app_db_url: str
+) -> None:
+    """compute_all reads the bars of every model in one statement (plus a count for a model
+    whose last training bar is older than the drift window), reports what a model's own
+    computation reports, and the requests then reuse it: no session at all."""
+    settings = make_settings(database_url=app_db_url, tracking_uri="unused", drift_window_bars=10)
+    service: PredictionService = regimes.app.state.prediction_service  # type: ignore[attr-defined]
+    models = [service.predictor.get(CALM), service.predictor.get(WILD)]
+    sessions_opened: list[Session] = []
+
+    def sessions() -> Session:
+        session = service.session_factory()
+        sessions_opened.append(session)
+        return session
+
+    monitor = HealthMonitor(sessions, settings)  # type: ignore[arg-type]
+    engine = service.session_factory.kw["bind"]
+    statements: list[str] = []
+    test_thread = threading.get_ident()
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.get_ident() == test_thread:  # not the app's background refreshes
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        monitor.compute_all(models)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(statements) == 2  # the bars of both, then WILD's count (30 > 10 behind)
+    served = [asyncio.run(monitor.get(model)) for model in models]
+    assert len(sessions_opened) == 1  # the requests computed nothing
+    with service.session_factory() as session:
+        assert served == [compute_health(session, model, settings) for model in models]
+    calm, wild = served
+    assert (calm.stale.bars_behind, wild.stale.bars_behind) == (0, 30)
+    assert calm.drift.window_bars == wild.drift.window_bars == 10

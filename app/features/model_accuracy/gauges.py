@@ -51,8 +51,9 @@ def refresh_accuracy_gauges(
             previous values).
     """
     done = 0
+    models = predictor.served()
     with session_factory() as session:
-        for model in predictor.served():
+        for model in models:
             accuracy = get_accuracy(
                 session=session, predictor=predictor, ticker=model.ticker, window=window
             )
@@ -65,9 +66,9 @@ def refresh_accuracy_gauges(
             )
             REALIZED_COVERAGE.labels(ticker=ticker, level="80").set(_value(accuracy.coverage_80))
             REALIZED_COVERAGE.labels(ticker=ticker, level="95").set(_value(accuracy.coverage_95))
-            if health is not None:
-                health.compute(model)
             done += 1
+    if health is not None:
+        health.compute_all(models)
     return done
 
 

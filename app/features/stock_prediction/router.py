@@ -53,7 +53,9 @@ async def predict(
 ) -> PredictionResponse:
     """Predict the next ``horizon`` closes from the latest stored lookback window.
 
-    The window is cached per worker for ``APP_BARS_CACHE_SECONDS``. The prediction is
+    Each worker keeps the window and re-reads it (with all the others it holds, in one
+    query) every ``APP_BARS_CACHE_SECONDS``: a new bar is served at most that long after its
+    commit. The prediction is
     logged to ``prediction_log`` (one row per target date) before the response is sent.
     """
     return await prediction_service(request).predict_from_store(

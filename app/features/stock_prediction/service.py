@@ -6,12 +6,14 @@ instead of serving an unlogged prediction. The commit is a group commit: the req
 its rows to the process's :class:`~app.features.stock_prediction.log_writer.PredictionLogWriter`
 and waits until the transaction that carries them (and other waiting requests' rows) commits.
 
-The use cases are coroutines run on the event loop: a warm request (its lookback window
-cached) does no blocking I/O of its own, and the wait for the commit holds no thread. Only a
-cache miss reads the price store, in the thread pool. A cached window keeps the forecasts made
-from it (:class:`LookbackWindow`): the served models are deterministic, so the first request
-of each model and horizon computes the forecast (tens of microseconds per step) and the
-others on the same window reuse it.
+The use cases are coroutines run on the event loop: a warm request (its lookback window held
+by the worker's :class:`~app.features.stock_prediction.windows.WindowStore`) does no blocking
+I/O of its own, and the wait for the commit holds no thread. Only a window not held yet, and
+the store's revalidation of all its windows once per ``APP_BARS_CACHE_SECONDS``, read the
+price store, in the thread pool. A window keeps the forecasts made from it
+(:class:`~app.features.stock_prediction.windows.LookbackWindow`): the served models are
+deterministic, so the first request of each model and horizon computes the forecast (tens of
+microseconds per step) and the others on the same window reuse it.
 """
 
 from __future__ import annotations
@@ -20,19 +22,17 @@ import datetime as dt
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.cache import ExpiringCache
 from app.core.config import AppSettings
 from app.core.exceptions import (
     BarsNotFoundError,
-    ForecastOverflowError,
     InvalidRequestError,
     ModelNotFoundError,
     RegistryUnavailableError,
@@ -47,112 +47,27 @@ from app.features.stock_prediction.schemas import (
     ModelMetrics,
     PredictionResponse,
 )
+from app.features.stock_prediction.windows import WindowStore, finite_forecast
 from common.exchanges import (
     CalendarRangeError,
     UnknownExchangeError,
     exchange_of,
     next_sessions,
 )
-from common.price_store import Bars, read_last_bars
 
 #: Interval levels (percent) that prediction_log stores (columns lower_80 ... upper_95);
 #: other configured levels are in the response only.
 LOGGED_LEVELS = frozenset({80.0, 95.0})
-#: Lookback windows kept at most in a worker's bars cache (one per ticker and lookback).
-BARS_CACHE_MAXSIZE = 1_024
 
 
-@dataclass(eq=False)
-class LookbackWindow:
-    """The last ``lookback`` bars of one ticker, and the forecasts already made from them.
-
-    A served model is deterministic (onnxruntime with one intra-op thread): the same model
-    version, window and horizon always give the same forecast, so a window keeps each
-    forecast it was asked for and every later request on it reuses it. The forecasts live
-    and expire with the window in the bars cache (``APP_BARS_CACHE_SECONDS``); a reloaded
-    model has another version, so its first request computes its own.
-
-    Attributes:
-        bars: the window, oldest first, read-only arrays of shape ``(lookback,)``.
-        forecasts: by ``(model name, model version, horizon)``.
-    """
-
-    bars: Bars
-    forecasts: dict[tuple[str, str, int], Forecast] = field(default_factory=dict)
-
-    def forecast(self, model: ServedModel, horizon: int) -> Forecast:
-        """``model``'s forecast of ``horizon`` closes from this window, computed once.
-
-        Raises:
-            ValueError: fewer bars than the model's lookback, or ``horizon < 1``.
-            ForecastOverflowError: a predicted close overflows (422).
-        """
-        key = (model.name, model.version, horizon)
-        forecast = self.forecasts.get(key)
-        if forecast is None:
-            forecast = finite_forecast(model, self.bars.as_mapping(), horizon)
-            forecast.closes.setflags(write=False)
-            forecast.log_returns.setflags(write=False)
-            for bounds in (forecast.lower, forecast.upper):
-                if bounds is not None:
-                    bounds.setflags(write=False)
-            self.forecasts[key] = forecast
-        return forecast
-
-
-def finite_forecast(model: ServedModel, bars: Mapping[str, Any], horizon: int) -> Forecast:
-    """``model.forecast(bars, horizon)``, refused when a predicted close is not a finite number.
-
-    A finite window can still give a forecast beyond float64 (a return that compounds over
-    the horizon); the client gets a clear 422 instead of ``null`` closes and ``Infinity`` rows.
-
-    Raises:
-        ForecastOverflowError: a predicted close overflows (422).
-    """
-    try:
-        forecast = model.forecast(bars, horizon)
-    except (OverflowError, FloatingPointError) as exc:
-        raise ForecastOverflowError(model.ticker, horizon) from exc
-    if not np.all(np.isfinite(forecast.closes)):
-        raise ForecastOverflowError(model.ticker, horizon)
-    return forecast
-
-
-#: The lookback windows by ``(ticker, lookback)``.
-BarsCache = ExpiringCache[tuple[str, int], LookbackWindow]
-
-
-def make_bars_cache(
-    settings: AppSettings, *, timer: Callable[[], float] = time.monotonic
-) -> BarsCache:
-    """The per-worker cache of lookback windows, ``APP_BARS_CACHE_SECONDS`` long."""
-    return ExpiringCache(
-        ttl_seconds=settings.bars_cache_seconds, maxsize=BARS_CACHE_MAXSIZE, timer=timer
-    )
-
-
-async def last_bars(
-    session_factory: sessionmaker[Session], cache: BarsCache, *, ticker: str, n: int
-) -> LookbackWindow:
-    """The last ``n`` bars of ``ticker``, oldest first, from ``cache`` or the price store.
-
-    A miss reads them with :func:`read_last_bars` in the thread pool; only a complete window
-    (``n`` bars) is kept, with read-only arrays (shared by concurrent requests), for the
-    cache's TTL: bars ingested meanwhile are served at most ``APP_BARS_CACHE_SECONDS`` after
-    their commit.
-
-    Raises:
-        sqlalchemy.exc.OperationalError: the database is unavailable on a miss (503).
-    """
-
-    def load() -> LookbackWindow:
-        with session_factory() as session:
-            bars = read_last_bars(session, ticker=ticker, n=n)
-        for values in (bars.dates, bars.open, bars.high, bars.low, bars.close, bars.volume):
-            values.setflags(write=False)
-        return LookbackWindow(bars)
-
-    return await cache.get_or_load((ticker, n), load, keep=lambda window: len(window.bars) >= n)
+def make_window_store(
+    settings: AppSettings,
+    session_factory: sessionmaker[Session],
+    *,
+    timer: Callable[[], float] = time.monotonic,
+) -> WindowStore:
+    """The per-worker lookback windows, revalidated every ``APP_BARS_CACHE_SECONDS``."""
+    return WindowStore(session_factory, ttl_seconds=settings.bars_cache_seconds, timer=timer)
 
 
 def target_dates_of(ticker: str, as_of: dt.date, count: int) -> tuple[dt.date, ...]:
@@ -318,28 +233,28 @@ class PredictionService:
 
     Args:
         predictor: the served champions.
-        bars_cache: the worker's lookback windows (``APP_BARS_CACHE_SECONDS``).
+        windows: the worker's lookback windows (``APP_BARS_CACHE_SECONDS``).
         log_writer: commits the prediction_log rows (group commit) before a use case returns.
-        session_factory: the app's sessions (read the bars on a cache miss).
+        session_factory: the app's sessions (drift and staleness).
         settings: the app's settings (``APP_MAX_HORIZON``, drift and staleness).
 
     The drift and staleness of each response come from :attr:`health`, a per-worker cache
     by model version (:class:`~app.features.model_health.service.HealthMonitor`).
     """
 
-    __slots__ = ("bars_cache", "health", "log_writer", "predictor", "session_factory", "settings")
+    __slots__ = ("health", "log_writer", "predictor", "session_factory", "settings", "windows")
 
     def __init__(
         self,
         *,
         predictor: Predictor,
-        bars_cache: BarsCache,
+        windows: WindowStore,
         log_writer: PredictionLogWriter,
         session_factory: sessionmaker[Session],
         settings: AppSettings,
     ) -> None:
         self.predictor = predictor
-        self.bars_cache = bars_cache
+        self.windows = windows
         self.log_writer = log_writer
         self.session_factory = session_factory
         self.settings = settings
@@ -391,15 +306,13 @@ class PredictionService:
             ModelNotFoundError: no champion served for the ticker (404).
             RegistryUnavailableError: the registry has never answered (503).
             BarsNotFoundError: fewer stored bars than the model's lookback (404).
-            sqlalchemy.exc.OperationalError: the database is unavailable, on a cache miss or
+            sqlalchemy.exc.OperationalError: the database is unavailable, on a read of bars or
                 at the commit of the rows (503); nothing logged.
         """
         started = time.perf_counter()
         self.check_horizon(horizon)
         model = self.model(ticker)
-        window = await last_bars(
-            self.session_factory, self.bars_cache, ticker=ticker, n=model.lookback
-        )
+        window = await self.windows.get(ticker=ticker, n=model.lookback)
         bars = window.bars
         if len(bars) < model.lookback:
             raise BarsNotFoundError(ticker, found=len(bars), needed=model.lookback)

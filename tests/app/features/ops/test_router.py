@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.features.stock_prediction.predictor import Predictor
-from app.features.stock_prediction.service import make_bars_cache
+from app.features.stock_prediction.service import make_window_store
 from tests.app.conftest import LOOKBACK, TICKER, Registry, serving
 from tests.app.factories import mean_onnx_model
 
@@ -131,7 +131,8 @@ def test_post_is_refused_for_models_needing_ohlc(
     predictor.add(
         mean_onnx_model(ticker=TICKER, lookback=5, features=["rel_log_close", "hl_range"])
     )
-    with serving(client, predictor=predictor, bars_cache=make_bars_cache(settings)):
+    windows = make_window_store(settings, client.app.state.session_factory)  # type: ignore[attr-defined]
+    with serving(client, predictor=predictor, windows=windows):
         response = client.post(
             f"/predict/{TICKER}", json={"closes": [30.0] * 5}, headers=user_headers
         )

@@ -1,6 +1,7 @@
 """The per-worker caches of the token's user and of the lookback windows, as a user sees them:
 a deactivated user keeps access for at most APP_USER_CACHE_SECONDS, a new bar is served at
-most APP_BARS_CACHE_SECONDS after its ingest, and a warm GET /predict reads nothing."""
+most APP_BARS_CACHE_SECONDS after its ingest (and a database down then is a 503, not a stale
+window), and a warm GET /predict reads nothing."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.core.cache import ExpiringCache
 from app.features.stock_prediction.predictor import Predictor
-from app.features.stock_prediction.service import PredictionService, make_bars_cache
+from app.features.stock_prediction.service import PredictionService, make_window_store
 from app.main import create_app
 from common.db import create_db_engine, make_session_factory
 from data_pipeline.storage.upsert import upsert_bars
@@ -45,9 +46,10 @@ class FakeClock:
 
 @pytest.fixture
 def clock(client: TestClient, settings: Any) -> Iterator[FakeClock]:
-    """The session app serving from a bars cache on a fake clock for the test."""
+    """The session app serving from lookback windows on a fake clock for the test."""
     fake = FakeClock()
-    with serving(client, bars_cache=make_bars_cache(settings, timer=fake)):
+    sessions = client.app.state.session_factory  # type: ignore[attr-defined]
+    with serving(client, windows=make_window_store(settings, sessions, timer=fake)):
         yield fake
 
 
@@ -145,6 +147,44 @@ def test_a_new_bar_is_served_once_the_bars_cache_expires(
         assert after["last_close"] == 40.0
 
 
+def test_a_database_down_at_revalidation_is_a_503_and_the_next_request_serves_new_bars(
+    fresh_pg_url: str, registry: Registry, pg_server: Any
+) -> None:
+    """Once APP_BARS_CACHE_SECONDS have passed, GET /predict needs the windows revalidated:
+    with Postgres down it answers 503 (never the old window), and once it is back the next
+    request serves the bar committed before the outage."""
+    days = _weekdays(dt.date(2024, 1, 1), LOOKBACK + 1)
+    _store_bars(fresh_pg_url, [_bar(d, 30.0 + 0.1 * i) for i, d in enumerate(days[:-1])])
+    engine = create_db_engine(fresh_pg_url)
+    with make_session_factory(engine)() as session:
+        create_user(session, "ana")
+    engine.dispose()
+    settings = make_settings(
+        database_url=fresh_pg_url,
+        tracking_uri=registry.tracking_uri,
+        user_cache_seconds=3_600,  # the token's user stays cached: the outage hits the bars
+    )
+    name = fresh_pg_url.rsplit("/", 1)[1]
+    clock = FakeClock()
+    predictor = Predictor(tracking_uri=registry.tracking_uri)
+    app = create_app(settings, predictor=predictor, configure_process=False, clock=clock)
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {login(client, 'ana')}"}
+        assert client.get(f"/predict/{TICKER}", headers=headers).status_code == 200
+        _store_bars(fresh_pg_url, [_bar(days[-1], 40.0)])
+        clock.now += settings.bars_cache_seconds
+        pg_server.set_outage(name, down=True)
+        try:
+            down = client.get(f"/predict/{TICKER}", headers=headers)
+        finally:
+            pg_server.set_outage(name, down=False)
+        assert down.status_code == 503, down.text
+        back = client.get(f"/predict/{TICKER}", headers=headers)
+        assert back.status_code == 200, back.text
+        assert back.json()["as_of_date"] == days[-1].isoformat()
+        assert back.json()["last_close"] == 40.0
+
+
 def test_a_warm_predict_reads_nothing_and_only_the_writer_inserts(
     client: TestClient, clock: FakeClock, user_headers: dict[str, str]
 ) -> None:
@@ -198,9 +238,9 @@ def _forward_passes_timed() -> float:
 def test_a_forecast_is_computed_once_per_window_model_and_horizon(
     client: TestClient, clock: FakeClock, settings: Any, user_headers: dict[str, str]
 ) -> None:
-    """Requests on the same cached window get the same predicted closes, each with its own
-    prediction_id, and the model runs for the first of each horizon only; once the window
-    expires, the next request runs the model again."""
+    """Requests on the same window get the same predicted closes, each with its own
+    prediction_id, and the model runs for the first of each horizon only; a window whose bars
+    are unchanged when it is revalidated (APP_BARS_CACHE_SECONDS later) keeps its forecasts."""
     url = f"/predict/{TICKER}"
     before = _forward_passes_timed()
     first = client.get(f"{url}?horizon=3", headers=user_headers).json()
@@ -219,8 +259,9 @@ def test_a_forecast_is_computed_once_per_window_model_and_horizon(
 
     clock.now += settings.bars_cache_seconds
     refreshed = client.get(f"{url}?horizon=3", headers=user_headers).json()
-    assert refreshed["predictions"] == first["predictions"]  # same bars, same model
-    assert _forward_passes_timed() == before + 3  # a new window: the model ran again
+    assert refreshed["predictions"] == first["predictions"]
+    assert refreshed["as_of_date"] == first["as_of_date"]
+    assert _forward_passes_timed() == before + 2  # same bars: the forecast was kept
 
 
 def test_a_loaded_models_inference_histogram_starts_at_zero_for_the_first_forecast_to_show(
