@@ -66,20 +66,24 @@ class LookbackWindow:
 
 
 def finite_forecast(model: ServedModel, bars: Mapping[str, Any], horizon: int) -> Forecast:
-    """``model.forecast(bars, horizon)``, refused when a predicted close is not a finite number.
+    """``model.forecast(bars, horizon)``, refused when a predicted close or an interval bound
+    is not a finite number.
 
     A finite window can still give a forecast beyond float64 (a return that compounds over
-    the horizon); the client gets a clear 422 instead of ``null`` closes and ``Infinity`` rows.
+    the horizon, or an interval's quantile on top of it); the client gets a clear 422 instead
+    of ``null`` numbers, and ``prediction_log`` (which refuses non-finite values) is not asked
+    to store them.
 
     Raises:
-        ForecastOverflowError: a predicted close overflows (422).
+        ForecastOverflowError: a predicted close or interval bound overflows (422).
     """
     try:
         forecast = model.forecast(bars, horizon)
     except (OverflowError, FloatingPointError) as exc:
         raise ForecastOverflowError(model.ticker, horizon) from exc
-    if not np.all(np.isfinite(forecast.closes)):
-        raise ForecastOverflowError(model.ticker, horizon)
+    for values in (forecast.closes, forecast.lower, forecast.upper):
+        if values is not None and not np.all(np.isfinite(values)):
+            raise ForecastOverflowError(model.ticker, horizon)
     return forecast
 
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.features.stock_prediction.predictor import Predictor
+from app.core.exceptions import ForecastOverflowError
+from app.features.stock_prediction.predictor import Forecast, Predictor, ServedModel
+from app.features.stock_prediction.windows import finite_forecast
 from app.models import PredictionLog
 from tests.app.conftest import LOOKBACK, TICKER, serving
 from tests.app.factories import mean_onnx_model
@@ -143,3 +146,24 @@ def test_responses_never_hold_non_finite_numbers(
     assert response.status_code in (200, 422), response.text
     if response.status_code == 200:
         assert all(math.isfinite(p["predicted_close"]) for p in response.json()["predictions"])
+
+
+def test_an_interval_bound_that_overflows_is_refused_like_a_close() -> None:
+    """Finite closes with an infinite upper bound are refused (the 422 of an overflow), not
+    answered with ``null`` bounds nor handed to prediction_log, which refuses them (503)."""
+
+    class WideIntervals:
+        ticker = TICKER
+
+        def forecast(self, bars: Any, horizon: int) -> Forecast:
+            closes = np.full(horizon, 10.0)
+            return Forecast(
+                closes=closes,
+                log_returns=np.zeros(horizon),
+                inference_seconds=0.0,
+                lower=np.full((1, horizon), 9.0),
+                upper=np.full((1, horizon), np.inf),
+            )
+
+    with pytest.raises(ForecastOverflowError):
+        finite_forecast(cast(ServedModel, WideIntervals()), {"close": np.ones(LOOKBACK)}, 3)
