@@ -55,8 +55,8 @@ async def predict(
 
     Each worker keeps the window and re-reads it (with all the others it holds, in one
     query) every ``APP_BARS_CACHE_SECONDS``: a new bar is served at most that long after its
-    commit. The prediction is
-    logged to ``prediction_log`` (one row per target date) before the response is sent.
+    commit. The prediction is logged to ``prediction_log`` (one row per target date) before
+    the response is sent.
     """
     return await prediction_service(request).predict_from_store(
         ticker=ticker, horizon=horizon, user_id=user.id
