@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.environment import BenchEnvironment
+from bench.tax_ab import http_scope
 
 # nothing of app/ or common/ is imported at the top: the child imports the variant's own
 
@@ -58,24 +59,14 @@ class _Asgi:
         body: bytes = b"",
     ) -> tuple[int, bytes]:
         """One request; the status and the response body."""
-        all_headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"predict_ab"), *headers]
-        if body:
-            all_headers.append((b"content-length", str(len(body)).encode()))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1",
-            "server": ("127.0.0.1", 8000),
-            "client": ("127.0.0.1", 50000),
-            "scheme": "http",
-            "method": method,
-            "root_path": "",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query,
-            "headers": all_headers,
-            "state": {},
-        }
+        content_length = [(b"content-length", str(len(body)).encode())] if body else []
+        scope = http_scope(
+            method,
+            path,
+            query=query,
+            headers=[*headers, *content_length],
+            user_agent=b"predict_ab",
+        )
         sent = False
         status = 0
         chunks: list[bytes] = []

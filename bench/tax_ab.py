@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,22 +137,35 @@ VARIANTS: dict[str, Callable[[], Any]] = {
 # ---------------------------------------------------------------- in-process ASGI
 
 
-async def _drive(app: Any, requests: int, concurrency: int) -> None:
-    scope_base = {
+def http_scope(
+    method: str,
+    path: str,
+    *,
+    query: bytes = b"",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    user_agent: bytes = b"wrk",
+) -> dict[str, Any]:
+    """The ASGI scope of one HTTP/1.1 request from 127.0.0.1 to 127.0.0.1:8000 (the
+    ``host`` and ``user-agent`` headers first, then ``headers``), for in-process A/Bs."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "server": ("127.0.0.1", 8000),
         "client": ("127.0.0.1", 50000),
         "scheme": "http",
-        "method": "GET",
+        "method": method,
         "root_path": "",
-        "path": "/health",
-        "raw_path": b"/health",
-        "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", user_agent), *headers],
         "state": {},
     }
+
+
+async def _drive(app: Any, requests: int, concurrency: int) -> None:
+    scope_base = http_scope("GET", "/health")
     statuses: list[int] = []
 
     async def receive() -> dict[str, Any]:

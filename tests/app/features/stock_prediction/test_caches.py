@@ -115,17 +115,24 @@ def _store_bars(url: str, rows: list[dict[str, Any]]) -> None:
         engine.dispose()
 
 
+def _bars_and_user(url: str) -> list[dt.date]:
+    """Stores LOOKBACK bars of TICKER and the user "ana"; returns LOOKBACK + 1 weekdays, the
+    last one without a bar yet."""
+    days = _weekdays(dt.date(2024, 1, 1), LOOKBACK + 1)
+    _store_bars(url, [_bar(d, 30.0 + 0.1 * i) for i, d in enumerate(days[:-1])])
+    engine = create_db_engine(url)
+    with make_session_factory(engine)() as session:
+        create_user(session, "ana")
+    engine.dispose()
+    return days
+
+
 def test_a_new_bar_is_served_once_the_bars_cache_expires(
     fresh_pg_url: str, registry: Registry
 ) -> None:
     """A bar ingested after a prediction is not used until APP_BARS_CACHE_SECONDS have
     passed since the window was read; then GET /predict forecasts from it."""
-    days = _weekdays(dt.date(2024, 1, 1), LOOKBACK + 1)
-    _store_bars(fresh_pg_url, [_bar(d, 30.0 + 0.1 * i) for i, d in enumerate(days[:-1])])
-    engine = create_db_engine(fresh_pg_url)
-    with make_session_factory(engine)() as session:
-        create_user(session, "ana")
-    engine.dispose()
+    days = _bars_and_user(fresh_pg_url)
     predictor = Predictor(tracking_uri=registry.tracking_uri)
     settings = make_settings(database_url=fresh_pg_url, tracking_uri=registry.tracking_uri)
     clock = FakeClock()
@@ -153,12 +160,7 @@ def test_a_database_down_at_revalidation_is_a_503_and_the_next_request_serves_ne
     """Once APP_BARS_CACHE_SECONDS have passed, GET /predict needs the windows revalidated:
     with Postgres down it answers 503 (never the old window), and once it is back the next
     request serves the bar committed before the outage."""
-    days = _weekdays(dt.date(2024, 1, 1), LOOKBACK + 1)
-    _store_bars(fresh_pg_url, [_bar(d, 30.0 + 0.1 * i) for i, d in enumerate(days[:-1])])
-    engine = create_db_engine(fresh_pg_url)
-    with make_session_factory(engine)() as session:
-        create_user(session, "ana")
-    engine.dispose()
+    days = _bars_and_user(fresh_pg_url)
     settings = make_settings(
         database_url=fresh_pg_url,
         tracking_uri=registry.tracking_uri,
