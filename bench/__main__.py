@@ -3,13 +3,16 @@
 Steps (each logs a line): re-create the ``stockcast_bench`` database and migrate it; ingest
 the seven snapshot tickers (timed); train the champions missing from ``var/bench/mlflow.db``;
 train one ticker with the default config (timed, into a throwaway store); time inference
-(ONNX as served vs Keras ``predict``); start ``python -m app serve`` with 2 workers and the
+(ONNX as served vs Keras ``predict``); start ``python -m app serve`` with 2 workers, the
 ceiling beside it (:mod:`bench.bare_app`: a bare FastAPI app on the same server, workers and
-options); run the wrk cases in ``--rounds`` interleaved rounds (each a warm-up, then the
-measured run; after each, check that the rows added to ``prediction_log`` equal the predicted
-dates the server answered); read a worker's RSS. Each case's median round is shown with every
-round beside it, as a share of the ceiling and of the API's own ``/health``, and the targets
-of issue 19 are judged on it. The table goes to stdout and to ``var/bench/results.md``.
+options) and the durable ceiling (:mod:`bench.durable_app`: the bare app plus one
+prediction_log row per request, committed through the API's group-commit writer); run the wrk
+cases in ``--rounds`` interleaved rounds (each a warm-up, then the measured run; after each,
+check that the rows added to ``prediction_log`` equal the predicted dates the server
+answered); read a worker's RSS. Each case's median round is shown with every round beside
+it, as a share of the ceiling, of the API's own ``/health`` and of the durable ceiling, and
+the targets of issue 19 are judged on it. The table goes to stdout and to
+``var/bench/results.md``.
 
 Exit codes: 0 done (targets met or not: the table says), 1 a durability check failed,
 2 preparation or the server failed.
@@ -18,6 +21,7 @@ Exit codes: 0 done (targets met or not: the table says), 1 a durability check fa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.metadata
 import logging
@@ -43,8 +47,9 @@ logger = logging.getLogger(__name__)
 EXIT_OK, EXIT_DURABILITY, EXIT_SETUP = 0, 1, 2
 
 
-#: Where a case sends its requests: the API or the ceiling (the bare FastAPI app).
-API, CEILING = "api", "ceiling"
+#: Where a case sends its requests: the API, the ceiling (the bare FastAPI app) or the durable
+#: ceiling (the bare app plus one committed prediction_log row per request).
+API, CEILING, DURABLE = "api", "ceiling", "durable"
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Case:
         label: the table's name of the case.
         paths: GET request paths, taken in turn (empty for a POST case).
         authenticated: sends the bearer token (and predicts: the durability check counts).
-        server: :data:`API` or :data:`CEILING`.
+        server: :data:`API`, :data:`CEILING` or :data:`DURABLE`.
         posts: for a POST case, the tickers to POST fresh windows to, in turn.
     """
 
@@ -66,6 +71,12 @@ class Case:
     authenticated: bool
     server: str = API
     posts: tuple[load.PostTarget, ...] = ()
+
+    @property
+    def logs_predictions(self) -> bool:
+        """Whether its requests add prediction_log rows (the API's predictions, and the
+        durable ceiling's one row per request)."""
+        return self.authenticated or self.server == DURABLE
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,14 @@ def build_cases(tickers: Sequence[str], posts: Sequence[load.PostTarget] = ()) -
             ["/"],
             False,
             server=CEILING,
+        ),
+        Case(
+            "durable",
+            "0b. durable ceiling: bare FastAPI app + one group-committed prediction_log row "
+            "per request",
+            ["/"],
+            False,
+            server=DURABLE,
         ),
         Case("health", "1. GET /health (no auth, no database)", ["/health"], False),
         Case(
@@ -196,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ceiling-port", type=int, default=None, help="the bare app's port (default: --port + 1)"
     )
     parser.add_argument(
+        "--durable-port",
+        type=int,
+        default=None,
+        help="the durable ceiling's port (default: --port + 2)",
+    )
+    parser.add_argument(
         "--database",
         default=BenchEnvironment.database,
         help="the benchmark's own Postgres database, dropped and re-created "
@@ -243,6 +268,7 @@ def _run_case(
     *,
     api: server.ApiServer,
     ceiling: server.CeilingServer,
+    durable: server.DurableCeilingServer | None,
     bench: BenchEnvironment,
     case: Case,
     token: str,
@@ -257,7 +283,13 @@ def _run_case(
         if case.posts
         else load.write_script(script_path, case.paths, token_sent)
     )
-    target: server.ApiServer | server.CeilingServer = ceiling if case.server == CEILING else api
+    target: server.ApiServer | server.CeilingServer | server.DurableCeilingServer = api
+    if case.server == CEILING:
+        target = ceiling
+    elif case.server == DURABLE:
+        if durable is None:
+            raise load.LoadError("the durable ceiling's case needs its server (not started)")
+        target = durable
     measurement = measure(
         api=api,
         target=target,
@@ -307,28 +339,41 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _share_each_round(
+    c: CaseResult, of_case: Sequence[CaseResult], wholes: Sequence[CaseResult]
+) -> str:
+    """``c`` over the median of ``wholes``, and in brackets each of ``of_case`` over the same
+    round of ``wholes`` (``-`` without ``wholes``), e.g. ``25% (20%, 25%, 31%)``."""
+    if not wholes:
+        return "-"
+    each = ", ".join(_pct(_share(x, _same_round(wholes, x.round_no))) for x in of_case)
+    return f"{_pct(_share(c, median_round(wholes)))} ({each})"
+
+
 def case_table(cases: Sequence[CaseResult]) -> list[str]:
     """The Markdown table of the cases: each case's median round, every round beside it.
 
-    Shares: the case's median round over the ceiling's (bare FastAPI app) median round and
-    over ``/health``'s, and in brackets each round over the same round's ceiling.
+    Shares: the case's median round over the ceiling's (bare FastAPI app) median round, over
+    ``/health``'s and over the durable ceiling's (the bare app plus one committed
+    prediction_log row per request); in brackets each round over the same round's ceiling
+    (or durable ceiling).
     """
     out = [
         "| case | requests/s (median round) | requests/s of each round | share of ceiling "
-        "(each round) | share of /health | p50 ms | p99 ms | p99 ms of each round | non-2xx | "
-        "server CPU ms per req | machine CPU busy | requests per commit (mean/max) | "
-        "prediction_log rows = dates served (all rounds) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "(each round) | share of /health | share of durable ceiling (each round) | p50 ms | "
+        "p99 ms | p99 ms of each round | non-2xx | server CPU ms per req | machine CPU busy | "
+        "requests per commit (mean/max) | prediction_log rows = dates served (all rounds) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     rounds = rounds_by_case(cases)
     ceilings = rounds.get("ceiling", [])
-    ceiling = median_round(ceilings) if ceilings else None
+    durables = rounds.get("durable", [])
     health = median_round(rounds["health"]) if "health" in rounds else None
     for of_case in rounds.values():
         c = median_round(of_case)
         r = c.result
-        each_share = ", ".join(_pct(_share(x, _same_round(ceilings, x.round_no))) for x in of_case)
-        of_ceiling = f"{_pct(_share(c, ceiling))} ({each_share})" if ceiling else "-"
+        of_ceiling = _share_each_round(c, of_case, ceilings)
+        of_durable = _share_each_round(c, of_case, durables)
         cpu_ms = c.worker_cpu_seconds / r.requests * 1000 if r.requests else 0.0
         busy = f"{c.machine_busy_pct:.0f}%"
         mean, most = c.per_commit
@@ -337,14 +382,15 @@ def case_table(cases: Sequence[CaseResult]) -> list[str]:
         rows, points = sum(x.rows_added for x in of_case), sum(x.points_served for x in of_case)
         check = (
             f"{'yes' if durable else 'NO'} ({rows} = {points})"
-            if c.case.authenticated
+            if c.case.logs_predictions
             else f"{'yes' if durable else 'NO'} (no predictions: {rows} rows)"
         )
         each = ", ".join(f"{x.result.rps:,.0f}" for x in of_case)
         each_p99 = ", ".join(f"{x.result.p99_ms:.1f}" for x in of_case)
         out.append(
             f"| {c.case.label} | {r.rps:,.0f} | {each} | {of_ceiling} | "
-            f"{_pct(_share(c, health))} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {each_p99} | "
+            f"{_pct(_share(c, health))} | {of_durable} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"{each_p99} | "
             f"{r.non2xx + r.socket_errors} | {cpu_ms:.2f} | {busy} | {batching} | {check} |"
         )
     return out
@@ -360,6 +406,9 @@ class TargetVerdict:
         share: its requests/s over the ceiling's median round.
         met: whether the median round meets the target against the ceiling's median round.
         rounds: ``(share, met)`` of each round, against the same round's ceiling.
+        durable_share: for a case that logs predictions, its median round over the durable
+            ceiling's median round (None when that was not measured, or for ``/health``).
+        durable_rounds: each round over the same round's durable ceiling (None where missing).
     """
 
     target: Target
@@ -367,6 +416,8 @@ class TargetVerdict:
     share: float
     met: bool
     rounds: list[tuple[float, bool]]
+    durable_share: float | None = None
+    durable_rounds: list[float | None] = dataclasses.field(default_factory=list)
 
 
 def evaluate_targets(cases: Sequence[CaseResult]) -> list[TargetVerdict]:
@@ -376,6 +427,8 @@ def evaluate_targets(cases: Sequence[CaseResult]) -> list[TargetVerdict]:
     if not ceilings:
         return []
     ceiling = median_round(ceilings)
+    durables = rounds.get("durable", [])
+    durable = median_round(durables) if durables else None
     verdicts = []
     for target in TARGETS:
         of_case = rounds.get(target.case_key)
@@ -386,6 +439,7 @@ def evaluate_targets(cases: Sequence[CaseResult]) -> list[TargetVerdict]:
         for x in of_case:
             own = _same_round(ceilings, x.round_no) or ceiling
             each.append((_share(x, own) or 0.0, target.met_by(x, own)))
+        logs = shown.case.logs_predictions and durable is not None
         verdicts.append(
             TargetVerdict(
                 target=target,
@@ -393,30 +447,62 @@ def evaluate_targets(cases: Sequence[CaseResult]) -> list[TargetVerdict]:
                 share=_share(shown, ceiling) or 0.0,
                 met=target.met_by(shown, ceiling),
                 rounds=each,
+                durable_share=_share(shown, durable) if logs else None,
+                durable_rounds=(
+                    [_share(x, _same_round(durables, x.round_no)) for x in of_case] if logs else []
+                ),
             )
         )
     return verdicts
 
 
 def target_table(cases: Sequence[CaseResult]) -> list[str]:
-    """The Markdown table of issue 19's targets: the verdict on the median rounds, and how
-    many rounds met it (a round also needs only 2xx responses and its durability check)."""
+    """The Markdown table of issue 19's targets: the verdict on the median rounds, how many
+    rounds met it (a round also needs only 2xx responses and its durability check), and for
+    the cases that log predictions their share of the durable ceiling (median round, and each
+    round over the same round's), followed by the durable ceiling's own share of the ceiling:
+    how much of each gap is the durable insert and how much the API."""
     verdicts = evaluate_targets(cases)
     if not verdicts:
         return ["Targets: not judged (the ceiling case or the target cases were not measured)."]
     out = [
-        "| target (issue 19) | needed | median round | verdict | rounds that met it |",
-        "|---|---|---|---|---|",
+        "| target (issue 19) | needed | median round | verdict | rounds that met it | "
+        "share of the durable ceiling (each round) |",
+        "|---|---|---|---|---|---|",
     ]
     for v in verdicts:
         p99 = f", p99 {v.shown.result.p99_ms:.1f} ms" if v.target.max_p99_ms is not None else ""
         each = ", ".join(f"{share:.0%} {'met' if met else 'missed'}" for share, met in v.rounds)
+        of_durable = (
+            "-"
+            if v.durable_share is None
+            else f"{v.durable_share:.0%} ({', '.join(_pct(x) for x in v.durable_rounds)})"
+        )
         out.append(
             f"| {v.shown.case.label} | {v.target.describe()} | {v.share:.0%}{p99} | "
             f"**{'met' if v.met else 'NOT met'}** | "
-            f"{sum(met for _, met in v.rounds)} of {len(v.rounds)} ({each}) |"
+            f"{sum(met for _, met in v.rounds)} of {len(v.rounds)} ({each}) | {of_durable} |"
         )
+    out += ["", durable_ceiling_note(cases)]
     return out
+
+
+def durable_ceiling_note(cases: Sequence[CaseResult]) -> str:
+    """One sentence: the durable ceiling's median round as a share of the ceiling's (each
+    round over the same round's ceiling), i.e. what one durably committed row per request
+    leaves of the ceiling on this host; or that it was not measured."""
+    rounds = rounds_by_case(cases)
+    durables, ceilings = rounds.get("durable"), rounds.get("ceiling")
+    if not durables or not ceilings:
+        return "Durable ceiling: not measured with the ceiling (no share of it)."
+    d = median_round(durables)
+    return (
+        f"Durable ceiling (the bare app plus one group-committed prediction_log row per "
+        f"request): {d.result.rps:,.0f} req/s in its median round, "
+        f"{_share_each_round(d, durables, ceilings)} of the ceiling: what one row per request, "
+        "committed before the answer, leaves of the ceiling on this host. A case's share of "
+        "the ceiling is its share of the durable ceiling times this (median rounds)."
+    )
 
 
 #: Packages that decide what the server does per request (uvicorn picks uvloop and httptools
@@ -491,8 +577,11 @@ def render(
         f"round beside it; API: `python -m app serve`, {args.workers} workers (uvicorn), bearer "
         "token, every prediction logged to Postgres (group commit) before its response; "
         f"ceiling: the bare FastAPI app of bench/bare_app.py on the same server, "
-        f"{args.workers} workers. Shares of the ceiling and of /health compare the median "
-        "rounds; the shares in brackets compare each round with the same round's ceiling."
+        f"{args.workers} workers; durable ceiling: the same bare app plus one prediction_log "
+        "row per request, committed through the API's group-commit writer before its response "
+        "(bench/durable_app.py). Shares of the ceiling, of /health and of the durable ceiling "
+        "compare the median rounds; the shares in brackets compare each round with the same "
+        "round's ceiling (or durable ceiling)."
     )
     out += case_table(cases)
     out += ["", *target_table(cases)]
@@ -539,10 +628,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         results: list[CaseResult] = []
         ceiling_port = args.ceiling_port or args.port + 1
-        with (
-            server.ApiServer(bench, expected_models=len(SNAPSHOT_TICKERS)) as api,
-            server.CeilingServer(bench, port=ceiling_port) as ceiling,
-        ):
+        durable_port = args.durable_port or args.port + 2
+        with contextlib.ExitStack() as servers:
+            api = servers.enter_context(
+                server.ApiServer(bench, expected_models=len(SNAPSHOT_TICKERS))
+            )
+            ceiling = servers.enter_context(server.CeilingServer(bench, port=ceiling_port))
+            durable = (
+                servers.enter_context(
+                    server.DurableCeilingServer(
+                        bench,
+                        port=durable_port,
+                        user_id=server.app_user_id(bench.database_url, username),
+                    )
+                )
+                if "durable" in args.cases
+                else None
+            )
             token = api.token(username, password)
             posts = post_targets(api, token, SNAPSHOT_TICKERS) if "post" in args.cases else []
             cases = [c for c in build_cases(SNAPSHOT_TICKERS, posts) if c.key in args.cases]
@@ -553,6 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         _run_case(
                             api=api,
                             ceiling=ceiling,
+                            durable=durable,
                             bench=bench,
                             case=case,
                             token=token,

@@ -32,7 +32,8 @@ class Measurement:
     Attributes:
         result: wrk's figures.
         rows_added: rows ``prediction_log`` gained during the run.
-        points_served: predicted dates the API answered (its counter's increase).
+        points_served: predicted dates the server answered 2xx for (its counter's increase:
+            the API's, or the durable ceiling's).
         worker_cpu_seconds: user + system CPU of the measured server's workers, seconds.
         machine_busy_pct: share of the machine's CPU time not idle, percent.
         per_commit: ``(mean, max)`` requests per group commit of the rows added.
@@ -78,7 +79,7 @@ def median_round(rounds: Sequence[M]) -> M:
 def measure(
     *,
     api: server.ApiServer,
-    target: server.ApiServer | server.CeilingServer,
+    target: server.ApiServer | server.CeilingServer | server.DurableCeilingServer,
     script: Path,
     warmup: float,
     seconds: float,
@@ -91,8 +92,10 @@ def measure(
     """Warm up ``target`` with ``script``, then measure it for ``seconds``.
 
     Args:
-        api: the API whose ``prediction_log`` and counter are read (the ceiling has none).
-        target: the server wrk loads (the API itself, or the ceiling).
+        api: the API whose ``prediction_log`` is read, and its counter of the dates served
+            (the ceiling has none).
+        target: the server wrk loads (the API itself, the ceiling, or the durable ceiling,
+            whose own counter of the dates served is read instead of the API's).
         script: wrk Lua script (:func:`bench.load.write_script` or ``write_post_script``).
         warmup / seconds: wrk run lengths, seconds.
         connections / threads: wrk's ``-c`` and ``-t``.
@@ -110,7 +113,8 @@ def measure(
     time.sleep(SETTLE_SECONDS)
     rows_before = server.prediction_log_rows(database_url)
     id_before = server.max_log_id(database_url)
-    points_before = api.predicted_points()
+    counter = target if isinstance(target, server.DurableCeilingServer) else api
+    points_before = counter.predicted_points()
     pids = target.worker_pids()
     cpu_before = sum(server.cpu_seconds(p) for p in pids)
     busy_before, total_before = server.machine_cpu_jiffies()
@@ -126,7 +130,7 @@ def measure(
     return Measurement(
         result=result,
         rows_added=server.prediction_log_rows(database_url) - rows_before,
-        points_served=api.predicted_points() - points_before,
+        points_served=counter.predicted_points() - points_before,
         worker_cpu_seconds=cpu,
         machine_busy_pct=100.0 * (busy_after - busy_before) / max(1, total_after - total_before),
         per_commit=server.requests_per_commit(database_url, id_before),

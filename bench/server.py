@@ -1,5 +1,7 @@
-"""The servers under test: the API (``python -m app serve``) and the ceiling (the bare FastAPI
-app of :mod:`bench.bare_app`), each with ``APP_WORKERS`` workers on loopback.
+"""The servers under test: the API (``python -m app serve``), the ceiling (the bare FastAPI
+app of :mod:`bench.bare_app`) and the durable ceiling (:mod:`bench.durable_app`: the bare app
+plus one committed ``prediction_log`` row per request), each with ``APP_WORKERS`` workers on
+loopback.
 
 Also the server-side facts the benchmark checks: the rows in ``prediction_log``, the
 ``stockcast_predicted_points_total`` counter summed over the workers, and a worker's
@@ -18,6 +20,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
@@ -66,7 +70,7 @@ class _ServerProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             self._command(),
-            env=self.bench.env(),
+            env=self._env(),
             cwd=self._cwd(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -86,6 +90,9 @@ class _ServerProcess:
 
     def _command(self) -> list[str]:
         raise NotImplementedError
+
+    def _env(self) -> dict[str, str]:
+        return self.bench.env()
 
     def _cwd(self) -> Path:
         return REPO_ROOT
@@ -122,13 +129,15 @@ class CeilingServer(_ServerProcess):
     """``python -m bench.bare_app``: the bare FastAPI app on the API's server and options."""
 
     name = "the ceiling (bench.bare_app)"
+    module = "bench.bare_app"
+    log_name = "ceiling.log"
 
     def __init__(self, bench: BenchEnvironment, *, port: int) -> None:
-        super().__init__(bench, port=port, log_name="ceiling.log")
+        super().__init__(bench, port=port, log_name=self.log_name)
 
     def _command(self) -> list[str]:
         return [
-            self.bench.python(), "-m", "bench.bare_app",
+            self.bench.python(), "-m", self.module,
             "--port", str(self.port), "--workers", str(self.bench.workers),
         ]  # fmt: skip
 
@@ -144,10 +153,56 @@ class CeilingServer(_ServerProcess):
             except httpx.HTTPError:
                 return False
         logger.info(
-            "ceiling ready: bare FastAPI app, %d workers (pids %s)",
-            self.bench.workers, self.worker_pids(),
-        )  # fmt: skip
+            "%s ready: %d workers (pids %s)", self.name, self.bench.workers, self.worker_pids()
+        )
         return True
+
+
+class DurableCeilingServer(CeilingServer):
+    """``python -m bench.durable_app``: the bare app plus one committed prediction_log row per
+    request, through the API's group-commit writer, on the benchmark's database.
+
+    Args:
+        bench: the benchmark's environment (``DATABASE_URL`` of the workers).
+        port: its port.
+        user_id: the ``app_user.id`` its rows carry (the bench user's, as the API's rows), or
+            None for rows without a user.
+    """
+
+    name = "the durable ceiling (bench.durable_app)"
+    module = "bench.durable_app"
+    log_name = "durable_ceiling.log"
+
+    def __init__(self, bench: BenchEnvironment, *, port: int, user_id: int | None) -> None:
+        super().__init__(bench, port=port)
+        self.user_id = user_id
+        self.metrics_dir = bench.var_dir / "durable_ceiling_metrics"
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Empty its metrics folder (counters from zero), then start it as the ceiling starts.
+
+        Raises:
+            ServerError: as :meth:`CeilingServer.start`.
+        """
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.metrics_dir.glob("*.db"):
+            stale.unlink()
+        super().start(timeout)
+
+    def _env(self) -> dict[str, str]:
+        user = {} if self.user_id is None else {"BENCH_LOG_USER_ID": str(self.user_id)}
+        return self.bench.env(PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir), **user)
+
+    def predicted_points(self) -> int:
+        """``stockcast_predicted_points_total`` summed over its workers (their metrics files):
+        the rows it answered 2xx for."""
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.metrics_dir))  # type: ignore[no-untyped-call]
+        total = 0.0
+        for family in registry.collect():
+            if family.name == PREDICTED_POINTS:
+                total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        return round(total)
 
 
 class ApiServer(_ServerProcess):
@@ -269,6 +324,24 @@ def requests_per_commit(database_url: str, after_id: int) -> tuple[float, int]:
                 {"after": after_id},
             ).one()
             return float(row[0]), int(row[1])
+    finally:
+        engine.dispose()
+
+
+def app_user_id(database_url: str, username: str) -> int:
+    """``app_user.id`` of ``username``.
+
+    Raises:
+        sqlalchemy.exc.NoResultFound: no such user.
+    """
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT id FROM app_user WHERE username = :name"), {"name": username}
+                ).scalar_one()
+            )
     finally:
         engine.dispose()
 
