@@ -28,10 +28,9 @@ from app.features.auth.router import router as auth_router
 from app.features.docs.router import router as docs_router
 from app.features.model_accuracy.gauges import AccuracyRefresher, refresh_accuracy_gauges
 from app.features.model_accuracy.router import router as accuracy_router
-from app.features.model_health.service import HealthMonitor
 from app.features.ops.router import router as ops_router
 from app.features.stock_prediction.log_writer import PredictionLogWriter
-from app.features.stock_prediction.predictor import Predictor, ServedModel
+from app.features.stock_prediction.predictor import Predictor
 from app.features.stock_prediction.router import router as predict_router
 from app.features.stock_prediction.service import PredictionService, make_window_store
 from common.db import create_db_engine, make_session_factory, redact_url
@@ -86,16 +85,6 @@ def bound_registry_calls(settings: AppSettings) -> None:
     )
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.registry_max_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-
-
-def compute_health_after_load(health: HealthMonitor, models: list[ServedModel]) -> None:
-    """The drift and staleness of every loaded model in one read of their bars, so that each
-    model's first request does not compute its own; a failure is logged (the requests then
-    compute them, as they would have)."""
-    try:
-        health.compute_all(models)
-    except Exception as exc:
-        logger.warning("drift and staleness not computed after the load: %s", exc)
 
 
 def create_app(
@@ -154,6 +143,7 @@ def create_app(
             session_factory=session_factory,
             settings=active,
         )
+        health = app.state.prediction_service.health
         logger.info(
             "starting (%s): database %s, registry %s",
             active.environment,
@@ -165,14 +155,17 @@ def create_app(
         def after_first_load() -> None:
             # the first calendar load imports pandas: done here, before the heap is frozen
             warm_calendars({e for m in served.served() if (e := exchange_of(m.ticker))})
-            compute_health_after_load(app.state.prediction_service.health, served.served())
+            health.compute_after_load(served.served())
             if configure_process:
                 freeze_startup_heap()
 
         # the models load in the background: the server listens at once, and /ready says 503
         # (and /predict 503 with Retry-After) until the registry has answered
         served.start_polling(
-            active.model_poll_seconds, load_now=True, on_first_load=after_first_load
+            active.model_poll_seconds,
+            load_now=True,
+            on_first_load=after_first_load,
+            on_reload=lambda report: health.compute_after_load(report.models),
         )
         if active.model_startup_wait_seconds > 0:
             await anyio.to_thread.run_sync(
@@ -185,7 +178,7 @@ def create_app(
                 session_factory=session_factory,
                 predictor=served,
                 window=active.accuracy_window,
-                health=app.state.prediction_service.health,
+                health=health,
             ),
             interval_seconds=active.accuracy_refresh_seconds,
         )
