@@ -126,8 +126,7 @@ def list_models(service: PredictionServiceDep) -> list[ServedModelRead]:
     },
 )
 async def reload_models(_admin: AdminUser, service: PredictionServiceDep) -> ReloadResult:
-    """Load new champion versions from the registry now (admins only), and compute their
-    drift and staleness.
+    """Load new champion versions from the registry now (admins only).
 
     A model that fails to load is reported under ``failed`` and its old version keeps serving.
     Without the registry's answer within ``APP_RELOAD_TIMEOUT_SECONDS`` the answer is 503
