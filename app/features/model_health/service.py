@@ -4,11 +4,13 @@ Computed per model version at most every ``APP_HEALTH_CACHE_SECONDS`` (a read of
 ``APP_DRIFT_WINDOW_BARS`` bars, in the thread pool) and kept in a per-worker cache; each
 computation also sets the ``stockcast_input_drift_*`` and ``stockcast_model_bars_behind``
 gauges. The served models are computed together (one read of the bars of each 100) after the
-first load and with each refresh of the realized-accuracy gauges.
+first load and with each refresh of the realized-accuracy gauges, and the models a reload
+loaded right after it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +26,8 @@ from app.features.model_health.schemas import DriftRead, StaleRead
 from app.features.stock_prediction.predictor import ServedModel
 from common.drift import drift_report
 from common.price_store import Bars, count_bars_after, read_last_bars_of_many
+
+logger = logging.getLogger(__name__)
 
 #: Models whose drift windows one statement of :meth:`HealthMonitor.compute_all` reads: 100
 #: windows of 250 bars are 25,000 rows held at once, not all 500 models' 125,000.
@@ -96,10 +100,10 @@ def _health(session: Session, model: ServedModel, bars: Bars, settings: AppSetti
 class HealthMonitor:
     """The per-worker cache of :class:`ModelHealth` by ``(ticker, model version)``.
 
-    Filled by the requests (a model not in it is computed on its own) and, for every served
-    model at once, by :meth:`compute_all` (after the first load of the models and with each
-    refresh of the realized-accuracy gauges), so that the first request of each of 500 models
-    does not compute its own.
+    Filled by the requests (a model not in it is computed on its own) and, for many models at
+    once, by :meth:`compute_all` (every served model after the first load and with each
+    refresh of the realized-accuracy gauges; the models a reload loaded, after it), so that
+    the first request of each of 500 models does not compute its own.
     """
 
     def __init__(
@@ -130,6 +134,15 @@ class HealthMonitor:
                 healths = compute_health_of_many(session, batch, self.settings)
                 for model, health in zip(batch, healths, strict=True):
                     self._cache.put((model.ticker, model.version), health)
+
+    def compute_after_load(self, models: Sequence[ServedModel]) -> None:
+        """:meth:`compute_all` for models just loaded, so that each one's first request does
+        not compute its own; never raises: a failure is logged (the requests then compute
+        them, as they would have)."""
+        try:
+            self.compute_all(models)
+        except Exception as exc:
+            logger.warning("drift and staleness not computed after the load: %s", exc)
 
     async def get(self, model: ServedModel) -> ModelHealth:
         """The model's health, cached for ``APP_HEALTH_CACHE_SECONDS``.

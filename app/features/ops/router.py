@@ -14,6 +14,7 @@ from app.core.database import ping
 from app.core.exceptions import RegistryUnavailableError
 from app.features.auth.dependencies import AdminUser
 from app.features.stock_prediction.dependencies import PredictionServiceDep
+from app.features.stock_prediction.predictor import ReloadReport
 from app.features.stock_prediction.schemas import ReloadResult, ServedModelRead
 from app.features.stock_prediction.service import model_metrics
 
@@ -133,9 +134,15 @@ async def reload_models(_admin: AdminUser, service: PredictionServiceDep) -> Rel
     """
     predictor = service.predictor
     timeout = service.settings.reload_timeout_seconds
+
+    def reload() -> ReloadReport:
+        report = predictor.reload()
+        service.health.compute_after_load(report.models)
+        return report
+
     try:
         with anyio.fail_after(timeout):
-            report = await anyio.to_thread.run_sync(predictor.reload, abandon_on_cancel=True)
+            report = await anyio.to_thread.run_sync(reload, abandon_on_cancel=True)
     except TimeoutError:
         raise RegistryUnavailableError(
             f"the model registry did not answer within {timeout:g} s "

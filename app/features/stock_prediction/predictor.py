@@ -205,11 +205,13 @@ def build_served_model(
 
 @dataclass
 class ReloadReport:
-    """Outcome of one :meth:`Predictor.reload`: model names with their versions, and errors."""
+    """Outcome of one :meth:`Predictor.reload`: model names with their versions, and errors;
+    ``models`` are the models it started serving (the ones of ``loaded``)."""
 
     loaded: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    models: list[ServedModel] = field(default_factory=list)
 
 
 class Predictor:
@@ -398,6 +400,7 @@ class Predictor:
                     continue
                 self.add(model)
                 report.loaded.append(label)
+                report.models.append(model)
                 logger.info(
                     "[%d/%d] serving %s for %s (lookback %d, features %s) in %.2f s",
                     done, len(changed), label, model.ticker, model.lookback,
@@ -412,6 +415,7 @@ class Predictor:
         *,
         load_now: bool = False,
         on_first_load: Callable[[], None] | None = None,
+        on_reload: Callable[[ReloadReport], None] | None = None,
     ) -> None:
         """Call :meth:`reload` every ``interval_seconds`` in a daemon thread (0 = never).
 
@@ -422,6 +426,8 @@ class Predictor:
                 never been reached, retry every :data:`UNREACHED_RETRY_SECONDS` (or
                 ``interval_seconds`` if shorter) even without polling.
             on_first_load: called in the thread once the first load attempt has ended.
+            on_reload: called in the thread with the report of each later reload that started
+                serving a model (a new champion version, or the first models after an outage).
         """
         if self._thread is not None or (interval_seconds <= 0 and not load_now):
             return
@@ -444,7 +450,9 @@ class Predictor:
                 if on_first_load is not None:
                     on_first_load()
             while (wait := wait_seconds()) is not None and not self._stop.wait(wait):
-                self.reload()
+                report = self.reload()
+                if on_reload is not None and report.models:
+                    on_reload(report)
 
         self._thread = threading.Thread(target=loop, name="model-registry-poll", daemon=True)
         self._thread.start()

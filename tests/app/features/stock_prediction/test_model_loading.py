@@ -10,6 +10,7 @@ The registry calls are counted through a wrapper around a real ``MlflowClient``.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +20,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.features.model_health import service as health_module
+from app.features.model_health.service import HealthMonitor
 from app.features.stock_prediction import predictor as predictor_module
-from app.features.stock_prediction.predictor import Predictor
+from app.features.stock_prediction.predictor import Predictor, ServedModel
+from app.main import create_app
 from common.model_contract import CHAMPION_ALIAS, registered_model_name
-from tests.app.conftest import TICKER, serving
-from tests.app.factories import mean_onnx
+from tests.app.conftest import TICKER, login, serving
+from tests.app.factories import make_settings, mean_onnx
 
 LOOKBACK = 5
 
@@ -232,3 +236,73 @@ def test_a_model_still_loading_at_start_up_is_503_not_404_and_not_ready(
     finally:
         release.set()
         loader.join(60)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("reloaded_by", ["poll", "admin"])
+def test_a_reloaded_champions_drift_is_computed_with_the_reload_not_by_its_first_request(
+    reloaded_by: str,
+    app_db_url: str,
+    users: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new champion version loaded by the registry poller or by POST /models/reload has its
+    drift and staleness computed in the reload's batch: its first request computes none."""
+    registry = Store(tmp_path)
+    ticker = "M900.SA"
+    registry.publish(ticker)
+    settings = make_settings(
+        database_url=app_db_url,
+        tracking_uri=registry.tracking_uri,
+        model_poll_seconds=0.2 if reloaded_by == "poll" else 0,
+        accuracy_refresh_seconds=0,
+    )
+    batches: list[list[tuple[str, str]]] = []
+    compute_all = HealthMonitor.compute_all
+
+    def recorded_batch(monitor: HealthMonitor, models: list[ServedModel]) -> None:
+        compute_all(monitor, models)
+        batches.append([(m.ticker, m.version) for m in models])
+
+    by_request: list[str] = []
+    compute_health = health_module.compute_health
+
+    def recorded_single(session: Any, model: ServedModel, settings: Any) -> Any:
+        by_request.append(model.version)
+        return compute_health(session, model, settings)
+
+    monkeypatch.setattr(HealthMonitor, "compute_all", recorded_batch)
+    monkeypatch.setattr(health_module, "compute_health", recorded_single)
+    app = create_app(settings, predictor=registry.predictor(Counter()), configure_process=False)
+
+    def computed_together(version: str) -> bool:
+        deadline = time.monotonic() + 30
+        while [(ticker, version)] not in batches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [(ticker, version)] in batches
+
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {login(client, users['user'])}"}
+
+        def predict() -> dict[str, Any]:
+            response = client.post(
+                f"/predict/{ticker}", json={"closes": [30.0] * LOOKBACK}, headers=headers
+            )
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            return body
+
+        assert computed_together("1")  # after the first load
+        assert predict()["model"]["version"] == "1"
+        new_version = registry.publish(ticker)
+        if reloaded_by == "admin":
+            admin = {"Authorization": f"Bearer {login(client, users['admin'])}"}
+            reloaded = client.post("/models/reload", headers=admin)
+            assert reloaded.json()["loaded"] == [f"{registered_model_name(ticker)} v{new_version}"]
+        assert computed_together(new_version)
+        body = predict()
+        assert body["model"]["version"] == new_version
+        assert body["drift"]["window_bars"] == 0 and body["stale"]["bars_behind"] is None
+    assert batches == [[(ticker, "1")], [(ticker, new_version)]]  # the first load, the reload
+    assert by_request == []  # neither version's first request computed its own
