@@ -421,9 +421,9 @@ class Predictor:
 
         Args:
             interval_seconds: seconds between reloads; 0 = no polling.
-            load_now: reload at once in the thread (the server listens meanwhile), then set
-                :attr:`first_load_done` and call ``on_first_load``; while the registry has
-                never been reached, retry every :data:`UNREACHED_RETRY_SECONDS` (or
+            load_now: reload at once in the thread (the server listens meanwhile), then call
+                ``on_first_load`` and set :attr:`first_load_done` (also if it raises); while
+                the registry has never been reached, retry every :data:`UNREACHED_RETRY_SECONDS` (or
                 ``interval_seconds`` if shorter) even without polling.
             on_first_load: called in the thread once the first load attempt has ended.
             on_reload: called in the thread with the report of each later reload that started
@@ -441,14 +441,18 @@ class Predictor:
         def loop() -> None:
             if load_now:
                 report = self.reload()
-                self.first_load_done.set()
                 if len(self) == 0:
                     logger.warning(
                         "no champion model loaded (%s); /ready answers 503 until one is",
                         report.failed or "none registered",
                     )
-                if on_first_load is not None:
-                    on_first_load()
+                try:
+                    if on_first_load is not None:
+                        on_first_load()
+                finally:
+                    # after on_first_load: a server waiting for the first load serves models
+                    # whose health is already computed
+                    self.first_load_done.set()
             while (wait := wait_seconds()) is not None and not self._stop.wait(wait):
                 report = self.reload()
                 if on_reload is not None and report.models:

@@ -306,3 +306,28 @@ def test_a_reloaded_champions_drift_is_computed_with_the_reload_not_by_its_first
         assert body["drift"]["window_bars"] == 0 and body["stale"]["bars_behind"] is None
     assert batches == [[(ticker, "1")], [(ticker, new_version)]]  # the first load, the reload
     assert by_request == []  # neither version's first request computed its own
+
+
+@pytest.mark.postgres
+def test_a_server_waiting_for_the_first_load_starts_with_every_models_health_computed(
+    app_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With APP_MODEL_STARTUP_WAIT_SECONDS the worker listens only after the first load's
+    drift and staleness batch, even a slow one: no first request pays for its own."""
+    registry = Store(tmp_path)
+    registry.publish("M901.SA")
+    settings = make_settings(
+        database_url=app_db_url, tracking_uri=registry.tracking_uri, accuracy_refresh_seconds=0
+    )
+    batches: list[list[str]] = []
+    compute_all = HealthMonitor.compute_all
+
+    def slow_batch(monitor: HealthMonitor, models: list[ServedModel]) -> None:
+        time.sleep(1.0)  # a batch slower than the load itself (many models)
+        compute_all(monitor, models)
+        batches.append([m.ticker for m in models])
+
+    monkeypatch.setattr(HealthMonitor, "compute_all", slow_batch)
+    app = create_app(settings, predictor=registry.predictor(Counter()), configure_process=False)
+    with TestClient(app):
+        assert batches == [["M901.SA"]]  # done when start-up returned, not later
