@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
 
@@ -46,15 +46,33 @@ def serve(*, host: str, port: int, workers: int) -> None:
     serve_app(APP_IMPORT, host=host, port=port, workers=workers, access_log=False)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.bare_app``; returns the exit code (0 after a clean stop)."""
-    parser = argparse.ArgumentParser(prog="python -m bench.bare_app", description=__doc__)
+def run_cli(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str | None,
+    serve_app_with: Callable[..., None],
+) -> int:
+    """Parse ``--host``, ``--port`` and ``--workers`` and serve; returns the exit code.
+
+    The command line of every benchmark app: ``serve_app_with(host=, port=, workers=)`` runs
+    until SIGTERM/SIGINT, then 0 is returned.
+
+    Raises:
+        SystemExit: bad arguments (argparse's usage message, exit code 2).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    serve(host=args.host, port=args.port, workers=args.workers)
+    serve_app_with(host=args.host, port=args.port, workers=args.workers)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.bare_app``; returns the exit code (0 after a clean stop)."""
+    return run_cli(argv, prog="python -m bench.bare_app", description=__doc__, serve_app_with=serve)
 
 
 if __name__ == "__main__":

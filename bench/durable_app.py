@@ -28,7 +28,6 @@ requests' rows do; unset, the rows have no user).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import sys
@@ -44,6 +43,7 @@ from fastapi import FastAPI
 from app.core.database import create_async_db_engine
 from app.core.monitoring import PREDICTED_POINTS
 from app.features.stock_prediction.log_writer import PredictionLogWriter
+from bench.bare_app import run_cli
 
 #: The import string the server's workers load.
 APP_IMPORT = "bench.durable_app:app"
@@ -172,13 +172,9 @@ def serve(*, host: str, port: int, workers: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench.durable_app``; returns the exit code (0 after a clean stop)."""
-    parser = argparse.ArgumentParser(prog="python -m bench.durable_app", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-    serve(host=args.host, port=args.port, workers=args.workers)
-    return 0
+    return run_cli(
+        argv, prog="python -m bench.durable_app", description=__doc__, serve_app_with=serve
+    )
 
 
 if __name__ == "__main__":
