@@ -15,12 +15,14 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
@@ -198,11 +200,7 @@ class DurableCeilingServer(CeilingServer):
         the rows it answered 2xx for."""
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.metrics_dir))  # type: ignore[no-untyped-call]
-        total = 0.0
-        for family in registry.collect():
-            if family.name == PREDICTED_POINTS:
-                total += sum(s.value for s in family.samples if s.name.endswith("_total"))
-        return round(total)
+        return predicted_points_in(registry.collect())
 
 
 class ApiServer(_ServerProcess):
@@ -269,11 +267,16 @@ class ApiServer(_ServerProcess):
             "/metrics", headers={"Authorization": f"Bearer {self.bench.metrics_token}"}
         )
         response.raise_for_status()
-        total = 0.0
-        for family in text_string_to_metric_families(response.text):
-            if family.name == PREDICTED_POINTS:
-                total += sum(s.value for s in family.samples if s.name.endswith("_total"))
-        return round(total)
+        return predicted_points_in(text_string_to_metric_families(response.text))
+
+
+def predicted_points_in(families: Iterable[Metric]) -> int:
+    """``stockcast_predicted_points_total`` summed over its series (tickers, model versions)."""
+    total = 0.0
+    for family in families:
+        if family.name == PREDICTED_POINTS:
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return round(total)
 
 
 def worker_rss_mib(pid: int) -> float:
